@@ -1,0 +1,88 @@
+"""Locality-constrained sparse attention (LCSA): block-mask construction (SPEC §4).
+
+Pure functions on tensors. Tokens are grouped into windows of 2×8×8 = 128 tokens; windows
+are ordered (time slice, window row, window column) and a time slice holds
+``S = rows · cols`` windows. The selected-block mask has shape (heads, Q windows, K windows).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..config import WINDOW
+
+
+def window_grid(tokens_h: int, tokens_w: int) -> tuple[int, int]:
+    """Windows per time slice along rows and columns of a ``tokens_h × tokens_w`` token grid."""
+    return tokens_h // WINDOW[1], tokens_w // WINDOW[2]
+
+
+def to_windows(x: torch.Tensor, frames: int, tokens_h: int, tokens_w: int) -> torch.Tensor:
+    """(B, f·h·w, heads, d) tokens in (t, y, x) order → (B, heads, windows, 128, d)."""
+    b, _, heads, d = x.shape
+    wt, wy, wx = WINDOW
+    x = x.view(b, frames // wt, wt, tokens_h // wy, wy, tokens_w // wx, wx, heads, d)
+    x = x.permute(0, 7, 1, 3, 5, 2, 4, 6, 8)
+    return x.reshape(b, heads, -1, wt * wy * wx, d)
+
+
+def from_windows(x: torch.Tensor, frames: int, tokens_h: int, tokens_w: int) -> torch.Tensor:
+    """(B, heads, windows, 128, d) → (B, f·h·w, heads·d) in (t, y, x) order."""
+    b, heads, _, _, d = x.shape
+    wt, wy, wx = WINDOW
+    x = x.view(b, heads, frames // wt, tokens_h // wy, tokens_w // wx, wt, wy, wx, d)
+    x = x.permute(0, 2, 5, 3, 6, 4, 7, 1, 8)
+    return x.reshape(b, frames * tokens_h * tokens_w, heads * d)
+
+
+def local_window_mask(rows: int, cols: int, local_range: int, device=None) -> torch.Tensor:
+    """(S, S) bool: query window (r, c) may see key window (r', c') within a centred,
+    border-truncated ``local_range × local_range`` neighbourhood."""
+    r = torch.arange(rows, device=device)
+    c = torch.arange(cols, device=device)
+    half = local_range // 2
+    row_ok = (r[None, :] >= r[:, None] - half) & (r[None, :] <= r[:, None] - half + local_range - 1)
+    col_ok = (c[None, :] >= c[:, None] - half) & (c[None, :] <= c[:, None] - half + local_range - 1)
+    return (row_ok[:, None, :, None] & col_ok[None, :, None, :]).reshape(rows * cols, rows * cols)
+
+
+def pooled_windows(x_windows: torch.Tensor) -> torch.Tensor:
+    """Mean over each window's tokens: (B, heads, windows, 128, d) → (B, heads, windows, d)."""
+    return x_windows.float().mean(dim=3)
+
+
+def block_scores(q_pooled: torch.Tensor, k_pooled: torch.Tensor) -> torch.Tensor:
+    """Per-head ``q̄·k̄ / √d`` of pooled windows → (B, heads, Q windows, K windows).
+
+    Pooling each head separately equals pooling all heads at once and splitting after.
+    """
+    return (q_pooled @ k_pooled.transpose(-1, -2)) / math.sqrt(q_pooled.shape[-1])
+
+
+def topk_count(windows_per_slice: int, topk_ratio: float) -> int:
+    """Number of key windows kept per (head, query slice) before capping (SPEC §4.5)."""
+    return int(windows_per_slice * windows_per_slice * topk_ratio) - 1
+
+
+def select_blocks(
+    scores: torch.Tensor, local_mask: torch.Tensor, windows_per_slice: int, topk: int
+) -> torch.Tensor:
+    """Selected key windows per query window: (B, heads, Qw, Kw) bool.
+
+    Softmax over each row's allowed key windows, then a joint top-k over all rows of one
+    query time slice: entries strictly above the (k'+1)-th largest probability are kept.
+    """
+    b, heads, nq, nk = scores.shape
+    s = windows_per_slice
+    allowed = local_mask.repeat(nq // s, nk // s)
+    probs = scores.float().masked_fill(~allowed, float("-inf")).softmax(dim=-1)
+    per_slice = probs.view(b, heads, nq // s, s * nk)
+    k = max(0, min(per_slice.shape[-1] - 1, topk))
+    threshold = per_slice.topk(k + 1, dim=-1, sorted=True).values[..., -1:]
+    return (per_slice > threshold).view(b, heads, nq, nk)
+
+
+def mask_density(mask: torch.Tensor) -> float:
+    return mask.float().mean().item()

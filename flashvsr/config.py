@@ -1,0 +1,202 @@
+"""Typed configuration objects, one per concern.
+
+They are created at the edge (CLI, UI, Python API, a model folder's ``config.json``) and passed
+down; nothing deeper in the package invents sizes or thresholds of its own. The defaults are
+the official FlashVSR sizes (SPEC §2, §3, §6, §7) and the reference release's settings (§9).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+# Geometry shared by every component: the DiT works on 16×16-pixel tokens (8× VAE downsampling
+# followed by a 2×2 patch), 4 frames per latent frame, and attention windows of 2×8×8 tokens.
+VAE_SPATIAL_FACTOR = 8
+VAE_TEMPORAL_FACTOR = 4
+PATCH_SIZE = (1, 2, 2)
+TOKEN_PIXELS = VAE_SPATIAL_FACTOR * PATCH_SIZE[1]  # 16
+WINDOW = (2, 8, 8)  # (latent frames, token rows, token columns)
+WINDOW_TOKENS = WINDOW[0] * WINDOW[1] * WINDOW[2]  # 128
+PIXEL_MULTIPLE = TOKEN_PIXELS * WINDOW[1]  # 128: output H and W must be multiples of this
+
+LQProjMode = Literal["buffer", "causal"]
+Release = Literal["v1", "v1.1"]
+ColorFix = Literal["adain", "wavelet", "none"]
+Variant = Literal["tiny", "full"]
+
+# The LR-projection streaming rule of each official release (SPEC §3).
+RELEASE_LQ_PROJ_MODE: dict[str, LQProjMode] = {"v1": "buffer", "v1.1": "causal"}
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """Wan2.1-T2V-1.3B layout (SPEC §2)."""
+
+    dim: int = 1536
+    num_layers: int = 30
+    num_heads: int = 12
+    ffn_dim: int = 8960
+    in_channels: int = 16
+    out_channels: int = 16
+    text_dim: int = 4096
+    text_len: int = 512
+    freq_dim: int = 256
+    eps: float = 1e-6
+    patch_size: tuple[int, int, int] = PATCH_SIZE
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+
+@dataclass(frozen=True)
+class LQProjConfig:
+    """LR projection: pixel-unshuffle, two causal convs, one linear (SPEC §3)."""
+
+    in_channels: int = 3
+    unshuffle: int = TOKEN_PIXELS
+    hidden1: int = 2048
+    hidden2: int = 3072
+    out_dim: int = 1536
+    kernel: tuple[int, int, int] = (4, 3, 3)
+    stride: tuple[int, int, int] = (2, 1, 1)
+    num_linear: int = 1
+    clip_frames: int = VAE_TEMPORAL_FACTOR
+    mode: LQProjMode = "causal"
+
+    @property
+    def unshuffled_channels(self) -> int:
+        return self.in_channels * self.unshuffle * self.unshuffle
+
+    @property
+    def cache_frames(self) -> int:
+        """Time steps each conv keeps between clips (its causal padding)."""
+        return self.kernel[0] - self.stride[0]
+
+
+@dataclass(frozen=True)
+class TCDecoderConfig:
+    """Tiny Conditional Decoder (SPEC §6)."""
+
+    latent_channels: int = 16
+    image_channels: int = 3
+    channels: tuple[int, int, int] = (512, 256, 128)
+    time_growth: tuple[int, int, int] = (1, 2, 2)
+    blocks_per_stage: int = 3
+    cond_frames: int = VAE_TEMPORAL_FACTOR
+    cond_factor: int = VAE_SPATIAL_FACTOR
+
+    @property
+    def cond_channels(self) -> int:
+        return self.image_channels * self.cond_frames * self.cond_factor**2
+
+    @property
+    def frames_per_latent(self) -> int:
+        n = 1
+        for s in self.time_growth:
+            n *= s
+        return n
+
+
+WAN_LATENT_MEAN = (
+    -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+    0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921,
+)  # fmt: skip
+WAN_LATENT_STD = (
+    2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+    3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Wan2.1 causal video VAE (SPEC §7)."""
+
+    base_dim: int = 96
+    z_dim: int = 16
+    dim_mult: tuple[int, ...] = (1, 2, 4, 4)
+    num_res_blocks: int = 2
+    temporal_downsample: tuple[bool, ...] = (False, True, True)
+    latent_mean: tuple[float, ...] = WAN_LATENT_MEAN
+    latent_std: tuple[float, ...] = WAN_LATENT_STD
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to build the networks of one FlashVSR model."""
+
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    lq_proj: LQProjConfig = field(default_factory=LQProjConfig)
+    tc_decoder: TCDecoderConfig = field(default_factory=TCDecoderConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    release: str = "v1.1"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> "ModelConfig":
+        return ModelConfig(
+            dit=_build(DiTConfig, d.get("dit", {})),
+            lq_proj=_build(LQProjConfig, d.get("lq_proj", {})),
+            tc_decoder=_build(TCDecoderConfig, d.get("tc_decoder", {})),
+            vae=_build(VAEConfig, d.get("vae", {})),
+            release=d.get("release", "v1.1"),
+        )
+
+
+def official_config(release: str = "v1.1", num_layers: int = 30) -> ModelConfig:
+    """The released model's sizes, with the LR-projection rule of ``release``."""
+    mode = RELEASE_LQ_PROJ_MODE[release]
+    return ModelConfig(
+        dit=DiTConfig(num_layers=num_layers),
+        lq_proj=LQProjConfig(mode=mode),
+        release=release,
+    )
+
+
+# Reference resolution behind the `sparse_ratio` → `topk_ratio` rule (SPEC §4.5).
+SPARSE_REFERENCE_PIXELS = 768 * 1280
+
+
+@dataclass(frozen=True)
+class SparseAttentionConfig:
+    """Locality-constrained sparse attention settings (SPEC §4, §9)."""
+
+    sparse_ratio: float = 2.0
+    topk_ratio: float | None = None  # overrides sparse_ratio when given
+    local_range: int = 11
+    kv_ratio: float = 3.0
+
+    def topk_ratio_for(self, height: int, width: int) -> float:
+        if self.topk_ratio is not None:
+            return self.topk_ratio
+        return self.sparse_ratio * SPARSE_REFERENCE_PIXELS / (height * width)
+
+    @property
+    def kv_slices(self) -> int:
+        return int(self.kv_ratio)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How one stream is run: attention settings, decoder, colour fix, numerics."""
+
+    attention: SparseAttentionConfig = field(default_factory=SparseAttentionConfig)
+    variant: Variant = "tiny"
+    color_fix: ColorFix = "adain"
+    seed: int = 0
+    dtype: str = "bfloat16"
+    device: str = "cpu"
+    attention_backend: str = "auto"  # "auto" | "gather" | "dense" | "flex"
+
+
+def _build(cls: type, d: dict[str, Any]) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    return cls(**kwargs)

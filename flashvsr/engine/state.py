@@ -1,0 +1,69 @@
+"""Everything one stream carries between frames, in one explicit object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import torch
+
+from ..attention.lcsa import AttentionPlan, KVCache
+from ..config import VAE_SPATIAL_FACTOR
+from ..models.lq_proj import LQProjCache
+from ..models.tc_decoder import TCDecoderMemory
+from ..models.wan_vae import CausalCache
+
+
+class NoiseSource(Protocol):
+    """Gaussian noise for latent frames [start, start + count): (1, C, count, h, w), float32."""
+
+    def __call__(self, start: int, count: int, shape: tuple[int, int, int]) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class SeededNoise:
+    """Noise drawn per latent frame from ``(seed, frame index)``: the same whatever the call
+    structure, device or stream length (the reference draws all frames at once instead)."""
+
+    seed: int = 0
+
+    def __call__(self, start: int, count: int, shape: tuple[int, int, int]) -> torch.Tensor:
+        frames = []
+        for j in range(start, start + count):
+            gen = torch.Generator().manual_seed((self.seed * 2**32 + j) % 2**63)
+            frames.append(torch.randn((1, shape[0], 1, shape[1], shape[2]), generator=gen))
+        return torch.cat(frames, dim=2)
+
+
+@dataclass
+class StreamTracer:
+    """Optional instrumentation (tests, debugging): called with each call's intermediates."""
+
+    on_mask: Callable[[int, int, torch.Tensor], None] | None = None  # (call, layer, mask)
+    on_latents: Callable[[int, torch.Tensor], None] | None = None  # (call, latents)
+    on_decoded: Callable[[int, torch.Tensor], None] | None = None  # (call, frames before colour fix)
+
+
+@dataclass
+class StreamState:
+    """Per-stream state: geometry, pending LQ frames, counters and every model cache."""
+
+    height: int  # model frame size (multiples of 128)
+    width: int
+    content: tuple[int, int, int, int]  # (y0, x0, h, w) of real pixels inside the model frame
+    attention: AttentionPlan
+    noise: NoiseSource
+    kv: list[KVCache | None]
+    lq_proj: LQProjCache = field(default_factory=LQProjCache)
+    decoder: TCDecoderMemory | CausalCache | None = None
+    lq: list[torch.Tensor] = field(default_factory=list)  # pending LQ frames (3, H, W)
+    lq_offset: int = 0  # absolute index of lq[0]
+    received: int = 0  # LQ frames pushed (padding excluded)
+    emitted: int = 0  # output frames returned
+    calls: int = 0  # DiT calls done
+    finished: bool = False
+    tracer: StreamTracer | None = None
+
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        return self.height // VAE_SPATIAL_FACTOR, self.width // VAE_SPATIAL_FACTOR

@@ -1,0 +1,225 @@
+"""The streaming engine: LQ frames in, super-resolved frames out, at constant memory.
+
+Data flows one way per DiT call (SPEC §5):
+
+    LQ frames ─► LR projection (4-frame clips) ─► tokens ─┐
+    noise latents ─────────────────────────────► DiT (LCSA, KV cache) ─► latents
+    latents + LQ frames ─► TC decoder (or Wan VAE) ─► colour fix ─► output frames
+
+Frames are emitted as soon as they are final (21 after the first call, then 8 per call).
+All per-stream data lives in a :class:`StreamState`; the engine itself holds only the models
+and the video-independent conditioning, so one engine can serve many streams.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+import torch
+
+from ..attention.backends import resolve_backend
+from ..attention.lcsa import AttentionPlan, SparseCallAttention
+from ..colorfix import color_fix
+from ..config import PIXEL_MULTIPLE, TOKEN_PIXELS, VAE_SPATIAL_FACTOR, VAE_TEMPORAL_FACTOR, EngineConfig
+from ..models import FlashVSRModels
+from .schedule import CallPlan, calls_to_cover, plan_call
+from .state import NoiseSource, SeededNoise, StreamState, StreamTracer
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; choose from {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+class StreamingEngine:
+    def __init__(self, models: FlashVSRModels, config: EngineConfig):
+        if config.variant == "tiny" and models.tc_decoder is None:
+            raise ValueError("the tiny variant needs the TC decoder, which this model lacks")
+        if config.variant == "full" and models.vae is None:
+            raise ValueError("the full variant needs the Wan VAE decoder, which this model lacks")
+        self.models = models
+        self.config = config
+        self.device = torch.device(config.device)
+        self.dtype = resolve_dtype(config.dtype)
+        self.kernel = resolve_backend(config.attention_backend, self.device)
+        with torch.no_grad():
+            self.conditioning = models.dit.condition(models.context)
+
+    # -- stream lifecycle ------------------------------------------------------------------------
+    def start(
+        self,
+        height: int,
+        width: int,
+        content: tuple[int, int, int, int] | None = None,
+        noise: NoiseSource | None = None,
+        tracer: StreamTracer | None = None,
+    ) -> StreamState:
+        """A new stream of ``height × width`` model frames (multiples of 128). ``content`` is
+        the (y0, x0, h, w) box of real pixels that is colour-fixed and returned."""
+        if height % PIXEL_MULTIPLE or width % PIXEL_MULTIPLE or height <= 0 or width <= 0:
+            raise ValueError(f"model frame size must be a positive multiple of {PIXEL_MULTIPLE}, got {height}×{width}")
+        att = self.config.attention
+        plan = AttentionPlan.build(
+            height // TOKEN_PIXELS,
+            width // TOKEN_PIXELS,
+            att.local_range,
+            att.topk_ratio_for(height, width),
+            att.kv_slices,
+            device=self.device,
+        )
+        return StreamState(
+            height=height,
+            width=width,
+            content=content or (0, 0, height, width),
+            attention=plan,
+            noise=noise or SeededNoise(self.config.seed),
+            kv=[None] * len(self.models.dit.blocks),
+            decoder=self._start_decoder(),
+            tracer=tracer,
+        )
+
+    @torch.no_grad()
+    def push(self, state: StreamState, frames: torch.Tensor) -> torch.Tensor:
+        """Add LQ frames (T, 3, H, W) in [-1, 1]; returns the output frames now final,
+        (T', 3, h, w) in [-1, 1] for the content box (T' may be 0)."""
+        if state.finished:
+            raise RuntimeError("this stream is finished; start a new one")
+        self._check_frames(state, frames)
+        state.lq.extend(frames.to(self.device, self.dtype).unbind(0))
+        state.received += frames.shape[0]
+        return self._run_ready_calls(state, limit=None)
+
+    @torch.no_grad()
+    def finish(self, state: StreamState) -> torch.Tensor:
+        """End of input: pad with copies of the last frame, run the remaining calls and
+        return the rest of the output, so that exactly as many frames come out as went in."""
+        if state.finished:
+            raise RuntimeError("this stream is already finished")
+        if state.received == 0:
+            raise ValueError("no frames were pushed to this stream")
+        state.finished = True
+        last_plan = plan_call(calls_to_cover(state.received) - 1)
+        missing = last_plan.lq_needed - (state.lq_offset + len(state.lq))
+        state.lq.extend([state.lq[-1]] * max(0, missing))
+        return self._run_ready_calls(state, limit=state.received)
+
+    def run(self, frames: Iterable[torch.Tensor], height: int, width: int, **start_kwargs) -> Iterator[torch.Tensor]:
+        """Convenience: stream an iterable of (T, 3, H, W) batches, yielding output batches."""
+        state = self.start(height, width, **start_kwargs)
+        for batch in frames:
+            out = self.push(state, batch)
+            if out.shape[0]:
+                yield out
+        out = self.finish(state)
+        if out.shape[0]:
+            yield out
+
+    # -- one DiT call ----------------------------------------------------------------------------
+    def _run_ready_calls(self, state: StreamState, limit: int | None) -> torch.Tensor:
+        outputs = []
+        while plan_call(state.calls).lq_needed <= state.lq_offset + len(state.lq):
+            plan = plan_call(state.calls)
+            if limit is not None and plan.decode[0] >= limit:
+                break
+            outputs.append(self._run_call(state, plan))
+            state.calls += 1
+            self._release_lq(state, plan_call(state.calls).decode[0])
+        y0, x0, h, w = state.content
+        out = torch.cat(outputs, dim=0) if outputs else torch.zeros(0, 3, h, w, device=self.device, dtype=self.dtype)
+        if limit is not None:
+            out = out[: max(0, limit - state.emitted)]
+        state.emitted += out.shape[0]
+        return out
+
+    def _run_call(self, state: StreamState, plan: CallPlan) -> torch.Tensor:
+        latents = self._denoise(state, plan)
+        frames = self._decode(state, plan, latents)
+        if state.tracer and state.tracer.on_decoded:
+            state.tracer.on_decoded(plan.index, frames)
+        lq = self._lq_clip(state, *plan.decode)
+        y0, x0, h, w = state.content
+        crop = lambda v: v[..., y0 : y0 + h, x0 : x0 + w]  # noqa: E731
+        fixed = color_fix(crop(frames), crop(lq), self.config.color_fix)
+        return fixed[0].transpose(0, 1)
+
+    def _denoise(self, state: StreamState, plan: CallPlan) -> torch.Tensor:
+        """LR projection + one DiT step: latents of this call (1, 16, n, H/8, W/8), float32."""
+        tokens = []
+        for a, b in plan.lq_clips:
+            clip = self._lq_clip(state, a, b)
+            if b - a < VAE_TEMPORAL_FACTOR:  # the priming clip: frame 0 repeated
+                clip = clip[:, :, :1].expand(-1, -1, VAE_TEMPORAL_FACTOR, -1, -1)
+            out, state.lq_proj = self.models.lq_proj.step(state.lq_proj, clip)
+            if out is not None:
+                tokens.append(out)
+        h, w = state.latent_shape
+        noise = state.noise(plan.latent_start, plan.latent_count, (self.models.dit.cfg.in_channels, h, w))
+        noise = noise.to(self.device)
+        on_mask = None
+        if state.tracer and state.tracer.on_mask:
+            on_mask = lambda layer, mask: state.tracer.on_mask(plan.index, layer, mask)  # noqa: E731
+        attention = SparseCallAttention(state.attention, state.kv, self.kernel, on_mask)
+        velocity = self.models.dit(
+            noise.to(self.dtype),
+            self.conditioning,
+            attention,
+            lq_tokens=torch.cat(tokens, dim=1),
+            time_offset=plan.latent_start,
+        )
+        state.kv = attention.updated
+        latents = noise - velocity.float()
+        if state.tracer and state.tracer.on_latents:
+            state.tracer.on_latents(plan.index, latents)
+        return latents
+
+    def _decode(self, state: StreamState, plan: CallPlan, latents: torch.Tensor) -> torch.Tensor:
+        latents = latents.to(self.dtype)
+        if self.config.variant == "full":
+            frames, state.decoder = self.models.vae.decode_step(state.decoder, latents)
+            return frames
+        a, b = plan.decode
+        lq = self._lq_clip(state, a, b)
+        short = VAE_TEMPORAL_FACTOR * plan.latent_count - (b - a)  # the stream's first group
+        if short:
+            lq = torch.cat([lq[:, :, :1].expand(-1, -1, short, -1, -1), lq], dim=2)
+        frames, state.decoder = self.models.tc_decoder.decode(state.decoder, latents, lq)
+        return frames
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _start_decoder(self):
+        if self.config.variant == "full":
+            return self.models.vae.start_decode()
+        return self.models.tc_decoder.start()
+
+    def _lq_clip(self, state: StreamState, a: int, b: int) -> torch.Tensor:
+        """Pending LQ frames [a, b) as (1, 3, b−a, H, W)."""
+        i, j = a - state.lq_offset, b - state.lq_offset
+        if i < 0 or j > len(state.lq):
+            raise RuntimeError(f"LQ frames [{a}, {b}) are not pending (have {state.lq_offset}…)")
+        return torch.stack(state.lq[i:j], dim=1)[None]
+
+    def _release_lq(self, state: StreamState, keep_from: int) -> None:
+        drop = keep_from - state.lq_offset
+        if drop > 0:
+            del state.lq[:drop]
+            state.lq_offset += drop
+
+    def _check_frames(self, state: StreamState, frames: torch.Tensor) -> None:
+        if frames.ndim != 4 or frames.shape[1] != 3 or tuple(frames.shape[2:]) != (state.height, state.width):
+            raise ValueError(
+                f"expected LQ frames of shape (T, 3, {state.height}, {state.width}), got {tuple(frames.shape)}"
+            )
+        if not frames.is_floating_point():
+            raise TypeError("LQ frames must be floating point in [-1, 1]")
+
+
+def model_frame_size(height: int, width: int) -> tuple[int, int]:
+    """Smallest model frame (multiples of 128) that holds ``height × width`` pixels."""
+    up = lambda v: -(-v // PIXEL_MULTIPLE) * PIXEL_MULTIPLE  # noqa: E731
+    return up(height), up(width)
+
+
+__all__ = ["StreamingEngine", "model_frame_size", "resolve_dtype", "VAE_SPATIAL_FACTOR"]

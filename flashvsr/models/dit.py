@@ -1,0 +1,286 @@
+"""The one-step FlashVSR DiT: the Wan2.1-T2V-1.3B transformer (SPEC §2).
+
+A plain ``nn.Module`` whose parameter names match ``diffusion_pytorch_model_streaming_dmd``.
+Self-attention is delegated to an :class:`AttentionFn` supplied by the caller (the streaming
+engine's sparse attention, or dense attention during training), so the module holds no
+per-stream state. Everything that does not depend on the video — the time modulation and the
+cross-attention keys/values of the fixed text context — is computed once by
+:meth:`WanDiT.condition`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import DiTConfig
+
+ROPE_THETA = 10000.0
+INFERENCE_TIMESTEP = 1000.0
+
+
+class AttentionFn(Protocol):
+    """Self-attention kernel: q, k, v of shape (B, L, heads, head_dim), tokens in (t, y, x)
+    order, already normalised and rotated; returns (B, L, heads · head_dim)."""
+
+    def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor: ...
+
+
+def dense_attention(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Full attention over all tokens (Stage-1 training, tests)."""
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+    return out.transpose(1, 2).flatten(2)
+
+
+# --------------------------------------------------------------------------------------------
+# Embeddings
+
+
+def sinusoidal_embedding(dim: int, t: torch.Tensor) -> torch.Tensor:
+    """(B,) timesteps → (B, dim): cosines then sines of ``t · 10000^(-i/half)``, in float64."""
+    half = dim // 2
+    freqs = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64, device=t.device) / half)
+    angles = t.to(torch.float64)[:, None] * freqs[None]
+    return torch.cat([angles.cos(), angles.sin()], dim=1)
+
+
+def rope_split(head_dim: int) -> tuple[int, int, int]:
+    """Head dims given to (time, height, width) rotations: 44/42/42 for 128."""
+    spatial = 2 * (head_dim // 6)
+    return head_dim - 2 * spatial, spatial, spatial
+
+
+def rope_inverse_frequencies(part_dim: int) -> torch.Tensor:
+    return ROPE_THETA ** (-torch.arange(0, part_dim, 2, dtype=torch.float64) / part_dim)
+
+
+def rope_cos_sin(
+    time_positions: torch.Tensor, tokens_h: int, tokens_w: int, head_dim: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotation tables for a (frames, tokens_h, tokens_w) grid: two (L, head_dim/2) tensors.
+
+    Angles are computed in float64 from the positions directly, so time positions may grow
+    without bound (the reference's 1024-entry table overflows after ~4,080 frames).
+    """
+    d_t, d_h, d_w = rope_split(head_dim)
+    f = time_positions.numel()
+    a_t = time_positions.to(torch.float64)[:, None] * rope_inverse_frequencies(d_t)[None]
+    a_h = torch.arange(tokens_h, dtype=torch.float64)[:, None] * rope_inverse_frequencies(d_h)[None]
+    a_w = torch.arange(tokens_w, dtype=torch.float64)[:, None] * rope_inverse_frequencies(d_w)[None]
+    angles = torch.cat(
+        [
+            a_t[:, None, None, :].expand(f, tokens_h, tokens_w, -1),
+            a_h[None, :, None, :].expand(f, tokens_h, tokens_w, -1),
+            a_w[None, None, :, :].expand(f, tokens_h, tokens_w, -1),
+        ],
+        dim=-1,
+    ).reshape(f * tokens_h * tokens_w, head_dim // 2)
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate consecutive element pairs of (B, L, heads, d) by the (L, d/2) angle tables."""
+    xf = x.float().unflatten(-1, (-1, 2))
+    x0, x1 = xf[..., 0], xf[..., 1]
+    c, s = cos[None, :, None, :], sin[None, :, None, :]
+    out = torch.stack([x0 * c - x1 * s, x0 * s + x1 * c], dim=-1)
+    return out.flatten(-2).to(x.dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Layers
+
+
+class RMSNorm(nn.Module):
+    """RMS norm over the last dim, computed in float32 and cast back before the weight."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        return xf.to(x.dtype) * self.weight
+
+
+def layer_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """LayerNorm without affine parameters, in float32."""
+    return F.layer_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale) + shift
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.num_heads = cfg.num_heads
+        self.q = nn.Linear(cfg.dim, cfg.dim)
+        self.k = nn.Linear(cfg.dim, cfg.dim)
+        self.v = nn.Linear(cfg.dim, cfg.dim)
+        self.o = nn.Linear(cfg.dim, cfg.dim)
+        self.norm_q = RMSNorm(cfg.dim, cfg.eps)
+        self.norm_k = RMSNorm(cfg.dim, cfg.eps)
+
+    def forward(self, x, rope: tuple[torch.Tensor, torch.Tensor], attention: AttentionFn, layer: int):
+        heads = (self.num_heads, -1)
+        q = apply_rope(self.norm_q(self.q(x)).unflatten(-1, heads), *rope)
+        k = apply_rope(self.norm_k(self.k(x)).unflatten(-1, heads), *rope)
+        v = self.v(x).unflatten(-1, heads)
+        return self.o(attention(layer, q, k, v))
+
+
+class CrossAttention(nn.Module):
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.num_heads = cfg.num_heads
+        self.q = nn.Linear(cfg.dim, cfg.dim)
+        self.k = nn.Linear(cfg.dim, cfg.dim)
+        self.v = nn.Linear(cfg.dim, cfg.dim)
+        self.o = nn.Linear(cfg.dim, cfg.dim)
+        self.norm_q = RMSNorm(cfg.dim, cfg.eps)
+        self.norm_k = RMSNorm(cfg.dim, cfg.eps)
+
+    def context_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of the (fixed) text context, as (B, heads, tokens, d)."""
+        heads = (self.num_heads, -1)
+        k = self.norm_k(self.k(context)).unflatten(-1, heads).transpose(1, 2)
+        v = self.v(context).unflatten(-1, heads).transpose(1, 2)
+        return k, v
+
+    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        q = self.norm_q(self.q(x)).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+        k, v = kv
+        k, v = k.expand(q.shape[0], -1, -1, -1), v.expand(q.shape[0], -1, -1, -1)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.o(out.transpose(1, 2).flatten(2))
+
+
+class DiTBlock(nn.Module):
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.eps = cfg.eps
+        self.modulation = nn.Parameter(torch.zeros(1, 6, cfg.dim))
+        self.self_attn = SelfAttention(cfg)
+        self.cross_attn = CrossAttention(cfg)
+        self.norm3 = nn.LayerNorm(cfg.dim, eps=cfg.eps, elementwise_affine=True)
+        self.ffn = nn.Sequential(
+            nn.Linear(cfg.dim, cfg.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.ffn_dim, cfg.dim)
+        )
+
+    def forward(self, x, t_mod, text_kv, rope, attention: AttentionFn, layer: int):
+        shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation + t_mod).to(x.dtype).chunk(6, dim=1)
+        attn = self.self_attn(modulate(layer_norm(x, self.eps), shift1, scale1), rope, attention, layer)
+        x = x + gate1 * attn
+        x = x + self.cross_attn(self.norm3(x), text_kv)
+        x = x + gate2 * self.ffn(modulate(layer_norm(x, self.eps), shift2, scale2))
+        return x
+
+
+class Head(nn.Module):
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.eps = cfg.eps
+        out = cfg.out_channels * math.prod(cfg.patch_size)
+        self.modulation = nn.Parameter(torch.zeros(1, 2, cfg.dim))
+        self.head = nn.Linear(cfg.dim, out)
+
+    def forward(self, x: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor:
+        shift, scale = (self.modulation + t_emb[:, None]).to(x.dtype).chunk(2, dim=1)
+        return self.head(modulate(layer_norm(x, self.eps), shift, scale))
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+
+
+@dataclass
+class DiTConditioning:
+    """Video-independent inputs of one forward: time modulation and text keys/values."""
+
+    t_emb: torch.Tensor  # (B, dim)
+    t_mod: torch.Tensor  # (B, 6, dim)
+    text_kv: list[tuple[torch.Tensor, torch.Tensor]]  # per block, (B, heads, tokens, d)
+
+
+class WanDiT(nn.Module):
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.gradient_checkpointing = False
+        self.patch_embedding = nn.Conv3d(cfg.in_channels, cfg.dim, cfg.patch_size, stride=cfg.patch_size)
+        self.text_embedding = nn.Sequential(
+            nn.Linear(cfg.text_dim, cfg.dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.dim, cfg.dim)
+        )
+        self.time_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, cfg.dim), nn.SiLU(), nn.Linear(cfg.dim, cfg.dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(cfg.dim, 6 * cfg.dim))
+        self.blocks = nn.ModuleList([DiTBlock(cfg) for _ in range(cfg.num_layers)])
+        self.head = Head(cfg)
+
+    # -- conditioning -------------------------------------------------------------------------
+    def time_conditioning(self, timestep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) timesteps → t_emb (B, dim) and t_mod (B, 6, dim), in float32."""
+        dtype = self.time_embedding[0].weight.dtype
+        emb = sinusoidal_embedding(self.cfg.freq_dim, timestep).to(dtype)
+        t_emb = self.time_embedding(emb)
+        t_mod = self.time_projection(t_emb).unflatten(1, (6, self.cfg.dim))
+        return t_emb.float(), t_mod.float()
+
+    def text_conditioning(self, context: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        ctx = self.text_embedding(context.to(self.text_embedding[0].weight.dtype))
+        return [block.cross_attn.context_kv(ctx) for block in self.blocks]
+
+    def condition(self, context: torch.Tensor, timestep: torch.Tensor | float = INFERENCE_TIMESTEP) -> DiTConditioning:
+        if not torch.is_tensor(timestep):
+            timestep = torch.tensor([float(timestep)], device=context.device)
+        t_emb, t_mod = self.time_conditioning(timestep)
+        return DiTConditioning(t_emb=t_emb, t_mod=t_mod, text_kv=self.text_conditioning(context))
+
+    # -- forward --------------------------------------------------------------------------------
+    def patchify(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, C, f, H/8, W/8) → (B, f·h·w, dim), tokens in (t, y, x) order."""
+        return self.patch_embedding(latents).flatten(2).transpose(1, 2)
+
+    def unpatchify(self, x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+        """(B, f·h·w, pt·py·px·C) → (B, C, f·pt, h·py, w·px)."""
+        f, h, w = grid
+        pt, py, px = self.cfg.patch_size
+        x = x.view(x.shape[0], f, h, w, pt, py, px, self.cfg.out_channels)
+        x = x.permute(0, 7, 1, 4, 2, 5, 3, 6)
+        return x.reshape(x.shape[0], self.cfg.out_channels, f * pt, h * py, w * px)
+
+    def forward(
+        self,
+        latents: torch.Tensor,
+        cond: DiTConditioning,
+        attention: AttentionFn = dense_attention,
+        lq_tokens: torch.Tensor | None = None,
+        time_offset: int = 0,
+    ) -> torch.Tensor:
+        """Velocity prediction for ``latents`` (B, 16, f, H/8, W/8); ``lq_tokens`` (B, L, dim)
+        from the LR projection are added before block 0. RoPE time positions start at
+        ``time_offset``."""
+        pt, py, px = self.cfg.patch_size
+        grid = (latents.shape[2] // pt, latents.shape[3] // py, latents.shape[4] // px)
+        x = self.patchify(latents.to(self.patch_embedding.weight.dtype))
+        if lq_tokens is not None:
+            x = x + lq_tokens.to(x.dtype)
+        positions = torch.arange(time_offset, time_offset + grid[0])
+        cos, sin = rope_cos_sin(positions, grid[1], grid[2], self.cfg.head_dim)
+        rope = (cos.to(x.device), sin.to(x.device))
+        for i, block in enumerate(self.blocks):
+            if self.gradient_checkpointing and self.training:
+                x = torch.utils.checkpoint.checkpoint(
+                    block, x, cond.t_mod, cond.text_kv[i], rope, attention, i, use_reentrant=False
+                )
+            else:
+                x = block(x, cond.t_mod, cond.text_kv[i], rope, attention, i)
+        return self.unpatchify(self.head(x, cond.t_emb), grid)

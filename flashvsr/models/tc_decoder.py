@@ -1,0 +1,131 @@
+"""Tiny Conditional Decoder: latents + LQ frames → RGB frames (SPEC §6).
+
+A causal, frame-recurrent 2D decoder in the TAEHV style, widened and conditioned on the LQ
+video. Parameter names match ``TCDecoder.ckpt`` (``decoder.<i>``). Frames are processed in
+time order; each memory block sees its own input at the previous time step, kept in a
+:class:`TCDecoderMemory` that the caller owns. Each latent frame yields 4 frames, except
+that the stream's first 3 are trimmed, so the first latent yields 1 (like the Wan VAE).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import TCDecoderConfig
+
+LATENT_CLAMP = 3.0
+
+
+def conv3x3(c_in: int, c_out: int, bias: bool = True) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, 3, padding=1, bias=bias)
+
+
+class Clamp(nn.Module):
+    """Soft clamp ``tanh(x/3)·3``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x / LATENT_CLAMP) * LATENT_CLAMP
+
+
+class MemBlock(nn.Module):
+    """``ReLU(conv(ReLU(conv(ReLU(conv([x, past]))))) + x)``."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Sequential(
+            conv3x3(2 * channels, channels), nn.ReLU(), conv3x3(channels, channels), nn.ReLU(), conv3x3(channels, channels)
+        )
+
+    def forward(self, x: torch.Tensor, past: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.conv(torch.cat([x, past], dim=1)) + x)
+
+
+class TGrow(nn.Module):
+    """1×1 conv to ``stride`` channel groups; group j becomes the j-th of ``stride`` frames."""
+
+    def __init__(self, channels: int, stride: int):
+        super().__init__()
+        self.stride = stride
+        self.conv = nn.Conv2d(channels, channels * stride, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t, c, h, w = x.shape
+        return self.conv(x).reshape(t * self.stride, c, h, w)
+
+
+class Upsample2x(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+def lq_condition(lq: torch.Tensor, cfg: TCDecoderConfig) -> torch.Tensor:
+    """LQ frames (B, 3, 4n, H, W) → (B, n, 768, H/8, W/8), channel ``c·256 + t·64 + dy·8 + dx``."""
+    b, c, t, h, w = lq.shape
+    ft, f = cfg.cond_frames, cfg.cond_factor
+    x = lq.reshape(b, c, t // ft, ft, h // f, f, w // f, f)
+    x = x.permute(0, 2, 1, 3, 5, 7, 4, 6)
+    return x.reshape(b, t // ft, c * ft * f * f, h // f, w // f)
+
+
+@dataclass
+class TCDecoderMemory:
+    """Per-stream state: each MemBlock's previous input, and frames still to trim."""
+
+    past: dict[int, torch.Tensor] = field(default_factory=dict)
+    frames_to_trim: int = 0
+
+
+class TCDecoder(nn.Module):
+    def __init__(self, cfg: TCDecoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        c0, c1, c2 = cfg.channels
+        g0, g1, g2 = cfg.time_growth
+        n = cfg.blocks_per_stage
+        self.decoder = nn.Sequential(
+            Clamp(),
+            conv3x3(cfg.cond_channels + cfg.latent_channels, c0), nn.ReLU(),
+            conv3x3(c0, c0, bias=False), nn.ReLU(),
+            *[MemBlock(c0) for _ in range(n)], Upsample2x(), TGrow(c0, g0),
+            conv3x3(c0, c1, bias=False),
+            *[MemBlock(c1) for _ in range(n)], Upsample2x(), TGrow(c1, g1),
+            conv3x3(c1, c2, bias=False),
+            *[MemBlock(c2) for _ in range(n)], Upsample2x(), TGrow(c2, g2),
+            conv3x3(c2, c2, bias=False), nn.ReLU(),
+            conv3x3(c2, c2, bias=False), nn.ReLU(),
+            conv3x3(c2, cfg.image_channels),
+        )  # fmt: skip
+
+    def start(self) -> TCDecoderMemory:
+        return TCDecoderMemory(frames_to_trim=self.cfg.frames_per_latent - 1)
+
+    def decode(
+        self, memory: TCDecoderMemory, latents: torch.Tensor, lq: torch.Tensor
+    ) -> tuple[torch.Tensor, TCDecoderMemory]:
+        """Decode the next latent frames.
+
+        latents (B, 16, n, h, w) and their LQ condition frames (B, 3, 4n, 8h, 8w) in [-1, 1]
+        (the stream's first group padded at the front with copies of frame 0) →
+        frames (B, 3, 4n − trimmed, 8h, 8w) in [-1, 1].
+        """
+        b, _, n, h, w = latents.shape
+        cond = lq_condition(lq.to(latents.dtype), self.cfg)
+        x = torch.cat([cond, latents.transpose(1, 2)], dim=2).flatten(0, 1)
+        t = n  # frames per stream at the current layer
+        past = dict(memory.past)
+        for i, layer in enumerate(self.decoder):
+            if isinstance(layer, MemBlock):
+                xs = x.unflatten(0, (b, t))
+                prev = past.get(i, torch.zeros_like(xs[:, :1]))
+                past[i] = xs[:, -1:]
+                x = layer(x, torch.cat([prev, xs[:, :-1]], dim=1).flatten(0, 1))
+            else:
+                x = layer(x)
+                t *= layer.stride if isinstance(layer, TGrow) else 1
+        trim = min(memory.frames_to_trim, t)
+        frames = x.unflatten(0, (b, t))[:, trim:].transpose(1, 2) * 2 - 1
+        return frames, TCDecoderMemory(past=past, frames_to_trim=memory.frames_to_trim - trim)
