@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -30,9 +31,16 @@ class SeededNoise:
     def __call__(self, start: int, count: int, shape: tuple[int, int, int]) -> torch.Tensor:
         frames = []
         for j in range(start, start + count):
-            gen = torch.Generator().manual_seed((self.seed * 2**32 + j) % 2**63)
+            gen = torch.Generator().manual_seed(frame_seed(self.seed, j))
             frames.append(torch.randn((1, shape[0], 1, shape[1], shape[2]), generator=gen))
         return torch.cat(frames, dim=2)
+
+
+def frame_seed(seed: int, index: int) -> int:
+    """A 32-bit generator seed for (seed, latent frame): torch's CPU generator keeps only the
+    low 32 bits of a seed, so the pair is hashed rather than packed into one integer."""
+    digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little")
 
 
 @dataclass

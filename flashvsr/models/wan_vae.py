@@ -250,8 +250,11 @@ class WanVAE(nn.Module):
         for name, module in self.named_modules():
             if isinstance(module, CausalConv3d):
                 module.cache_key = name
-        self.register_buffer("latent_mean", torch.tensor(cfg.latent_mean).view(1, -1, 1, 1, 1), persistent=False)
-        self.register_buffer("latent_std", torch.tensor(cfg.latent_std).view(1, -1, 1, 1, 1), persistent=False)
+
+    def latent_stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel latent mean and std, shaped to broadcast over (B, C, T, H, W)."""
+        as_tensor = lambda v: torch.tensor(v, device=like.device, dtype=like.dtype).view(1, -1, 1, 1, 1)  # noqa: E731
+        return as_tensor(self.cfg.latent_mean), as_tensor(self.cfg.latent_std)
 
     @property
     def temporal_factor(self) -> int:
@@ -266,7 +269,8 @@ class WanVAE(nn.Module):
         chunks = [video[:, :, :1]] + list(video[:, :, 1:].split(f, dim=2))
         out = torch.cat([self.encoder(c, cache) for c in chunks], dim=2)
         mu = self.conv1(out).chunk(2, dim=1)[0]
-        return (mu - self.latent_mean.to(mu.dtype)) / self.latent_std.to(mu.dtype)
+        mean, std = self.latent_stats(mu)
+        return (mu - mean) / std
 
     def start_decode(self) -> CausalCache:
         return CausalCache()
@@ -275,7 +279,8 @@ class WanVAE(nn.Module):
         """Decode the next normalised latent frames (B, 16, n, h, w) of a stream → frames in
         [-1, 1] (the stream's first latent gives 1 frame, every other one 4)."""
         cache = cache.copy()
-        z = latents * self.latent_std.to(latents.dtype) + self.latent_mean.to(latents.dtype)
+        mean, std = self.latent_stats(latents)
+        z = latents * std + mean
         z = self.conv2(z)
         frames = [self.decoder(z[:, :, i : i + 1], cache) for i in range(z.shape[2])]
         return torch.cat(frames, dim=2).clamp(-1, 1), cache

@@ -1,0 +1,148 @@
+"""The streaming engine: exact frame counts, chunking invariance, causality, bounded state."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from flashvsr.colorfix import adain, wavelet, wavelet_bands
+from flashvsr.config import EngineConfig, SparseAttentionConfig
+from flashvsr.engine.schedule import calls_to_cover, plan_call, reference_frame_count
+from flashvsr.engine.stream import StreamingEngine, model_frame_size
+
+from .conftest import random_frames, tiny_models
+
+H, W = 128, 256
+
+
+def engine(variant="tiny", release="v1.1", **attention):
+    att = SparseAttentionConfig(**{"sparse_ratio": 2.0, "local_range": 3, **attention})
+    cfg = EngineConfig(attention=att, variant=variant, dtype="float32", device="cpu", color_fix="adain")
+    return StreamingEngine(tiny_models(release), cfg)
+
+
+def upscale(eng, frames, push=4, **start):
+    state = eng.start(H, W, **start)
+    outs = [eng.push(state, frames[i : i + push]) for i in range(0, len(frames), push)]
+    outs.append(eng.finish(state))
+    return torch.cat(outs), state
+
+
+@pytest.fixture(scope="module")
+def tiny_engine():
+    return engine()
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 21, 22, 30])
+def test_exactly_as_many_frames_out_as_in(tiny_engine, n):
+    out, state = upscale(tiny_engine, random_frames(n, H, W, seed=n))
+    assert out.shape == (n, 3, H, W)
+    assert torch.isfinite(out).all() and out.abs().max() <= 1
+    assert state.emitted == n and state.calls == calls_to_cover(n)
+
+
+def test_push_granularity_does_not_change_output(tiny_engine):
+    frames = random_frames(29, H, W, seed=5)
+    a, _ = upscale(tiny_engine, frames, push=1)
+    b, _ = upscale(tiny_engine, frames, push=29)
+    assert torch.equal(a, b)
+
+
+def test_trailing_padding_does_not_change_earlier_frames(tiny_engine):
+    """The engine is causal: frames appended at the end (here copies of the last frame, as
+    the reference pads) leave every earlier output frame unchanged."""
+    frames = random_frames(26, H, W, seed=6)
+    short, _ = upscale(tiny_engine, frames)
+    longer, _ = upscale(tiny_engine, torch.cat([frames, frames[-1:].expand(9, -1, -1, -1)]))
+    torch.testing.assert_close(longer[:26], short, rtol=0, atol=1e-6)
+
+
+def test_frames_are_emitted_as_soon_as_final(tiny_engine):
+    state = tiny_engine.start(H, W)
+    frames = random_frames(34, H, W, seed=7)
+    assert tiny_engine.push(state, frames[:24]).shape[0] == 0  # call 0 needs 25 LQ frames
+    assert tiny_engine.push(state, frames[24:25]).shape[0] == 21
+    assert tiny_engine.push(state, frames[25:34]).shape[0] == 8  # call 1 needs 33
+    assert tiny_engine.finish(state).shape[0] == 34 - 29
+
+
+def test_state_stays_bounded_on_long_streams(tiny_engine):
+    state = tiny_engine.start(H, W)
+    frames = random_frames(8, H, W, seed=8)
+    sizes = []
+    for i in range(14):  # 112 frames: 12 DiT calls
+        tiny_engine.push(state, frames)
+        sizes.append((tuple(state.kv[0].k.shape) if state.kv[0] is not None else None, len(state.lq)))
+    assert state.calls >= 10
+    steady = sizes[4:]
+    assert len(set(steady)) <= 2, sizes  # cache shapes and LQ buffer stop growing
+    assert max(n for _, n in steady) <= 12
+    assert state.kv[0].slices(state.attention.windows_per_slice) == 3
+
+
+def test_same_seed_same_output_and_seed_matters(tiny_engine):
+    frames = random_frames(9, H, W, seed=9)
+    a, _ = upscale(tiny_engine, frames)
+    b, _ = upscale(tiny_engine, frames)
+    assert torch.equal(a, b)
+    other = StreamingEngine(tiny_engine.models, EngineConfig(**{**tiny_engine.config.__dict__, "seed": 1}))
+    c, _ = upscale(other, frames)
+    assert not torch.equal(a, c)
+
+
+def test_full_variant_streams_through_the_vae():
+    eng = engine(variant="full")
+    out, _ = upscale(eng, random_frames(23, H, W, seed=10))
+    assert out.shape == (23, 3, H, W)
+    tiny, _ = upscale(engine(), random_frames(23, H, W, seed=10))
+    assert not torch.allclose(out, tiny)
+
+
+def test_content_box_crops_and_colour_fixes_only_real_pixels(tiny_engine):
+    frames = random_frames(5, H, W, seed=11)
+    out, _ = upscale(tiny_engine, frames, content=(0, 0, 100, 200))
+    assert out.shape == (5, 3, 100, 200)
+    lq = frames[:, :, :100, :200]
+    torch.testing.assert_close(out.mean(dim=(2, 3)), lq.mean(dim=(2, 3)), rtol=0, atol=2e-2)
+
+
+def test_bad_frames_are_rejected_clearly(tiny_engine):
+    state = tiny_engine.start(H, W)
+    with pytest.raises(ValueError, match="expected LQ frames of shape"):
+        tiny_engine.push(state, torch.zeros(2, 3, H, W + 8))
+    with pytest.raises(ValueError, match="no frames"):
+        tiny_engine.finish(state)
+    with pytest.raises(ValueError, match="multiple of 128"):
+        tiny_engine.start(100, 256)
+
+
+def test_schedule_matches_reference_indexing():
+    assert plan_call(0).lq_clips[0] == (0, 1) and plan_call(0).lq_clips[-1] == (21, 25)
+    p = plan_call(3)
+    assert (p.latent_start, p.latent_count) == (4 + 2 * 3, 2)
+    assert p.lq_clips == ((8 * 3 + 17, 8 * 3 + 21), (8 * 3 + 21, 8 * 3 + 25))
+    assert p.decode == (8 * 3 + 13, 8 * 3 + 21)
+    assert reference_frame_count(37) == 41 and reference_frame_count(100) == 97
+    assert model_frame_size(540, 960) == (640, 1024)
+
+
+def test_adain_matches_reference_statistics():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, 2, 32, 32, generator=g) * 0.5
+    ref = torch.rand(1, 3, 2, 32, 32, generator=g) * 1.6 - 0.8
+    out = adain(x, ref)
+    torch.testing.assert_close(out.mean(dim=(3, 4)), ref.mean(dim=(3, 4)), rtol=0, atol=1e-5)
+    std = lambda v: (v.var(dim=(3, 4), unbiased=False) + 1e-5).sqrt()  # noqa: E731
+    torch.testing.assert_close(std(out), std(ref), rtol=1e-3, atol=1e-4)
+
+
+def test_wavelet_keeps_output_detail_and_lq_low_band():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, 1, 64, 64, generator=g) * 2 - 1
+    ref = torch.rand(1, 3, 1, 64, 64, generator=g) * 0.5
+    high, low = wavelet_bands(x[:, :, 0])
+    torch.testing.assert_close(high + low, x[:, :, 0])  # the decomposition is exact
+    out = wavelet(x * 0.3, ref)
+    _, out_low = wavelet_bands(out[:, :, 0])
+    _, ref_low = wavelet_bands(ref[:, :, 0])
+    assert (out_low - ref_low).abs().mean() < 0.02

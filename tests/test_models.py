@@ -1,0 +1,115 @@
+"""Model pieces: streaming equals whole-sequence processing, RoPE is relative and unbounded."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from flashvsr.models.dit import dense_attention, rope_cos_sin, rope_split, sinusoidal_embedding
+from flashvsr.models.lq_proj import LQProjCache
+from flashvsr.models.tc_decoder import lq_condition
+
+from .conftest import random_frames, tiny_models
+
+torch.set_grad_enabled(False)
+
+
+def test_rope_split_and_angles_follow_spec():
+    assert rope_split(128) == (44, 42, 42)
+    cos, sin = rope_cos_sin(torch.tensor([5000]), 2, 3, 128)
+    # token (t=5000, y=1, x=2): pair i of the time part rotates by 5000·10000^(−2i/44)
+    token = 1 * 3 + 2
+    for i in (0, 5, 21):
+        angle = 5000 * 10000 ** (-2 * i / 44)
+        assert math.isclose(cos[token, i].item(), math.cos(angle), abs_tol=1e-6)
+        assert math.isclose(sin[token, i].item(), math.sin(angle), abs_tol=1e-6)
+    angle_y = 1 * 10000 ** (-2 * 3 / 42)
+    assert math.isclose(cos[token, 22 + 3].item(), math.cos(angle_y), abs_tol=1e-6)
+    angle_x = 2 * 10000 ** (-2 * 4 / 42)
+    assert math.isclose(sin[token, 22 + 21 + 4].item(), math.sin(angle_x), abs_tol=1e-6)
+
+
+def test_time_embedding_is_cosines_then_sines():
+    emb = sinusoidal_embedding(8, torch.tensor([1000.0]))
+    freqs = [10000 ** (-i / 4) for i in range(4)]
+    expected = [math.cos(1000 * f) for f in freqs] + [math.sin(1000 * f) for f in freqs]
+    assert torch.allclose(emb[0], torch.tensor(expected, dtype=torch.float64))
+
+
+def test_dit_is_invariant_to_shifting_time_positions():
+    """RoPE is relative: positions far past the reference's 1024-entry table give the same
+    output, so long streams need no re-basing and never overflow."""
+    models = tiny_models()
+    dit = models.dit
+    cond = dit.condition(models.context)
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn(1, 16, 4, 32, 32, generator=g)
+    a = dit(latents, cond, dense_attention, time_offset=0)
+    b = dit(latents, cond, dense_attention, time_offset=50_000)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_lq_projection_whole_sequence_equals_streaming():
+    models = tiny_models()
+    proj = models.lq_proj
+    video = random_frames(1 + 4 * 5, 128, 128, seed=1)[None].transpose(1, 2)  # (1, 3, 21, H, W)
+    whole = proj(video)
+    cache, tokens = LQProjCache(), []
+    first = video[:, :, :1].expand(-1, -1, 4, -1, -1)
+    for clip in [first] + list(video[:, :, 1:].split(4, dim=2)):
+        out, cache = proj.step(cache, clip)
+        if out is not None:
+            tokens.append(out)
+    torch.testing.assert_close(whole, torch.cat(tokens, dim=1), rtol=1e-5, atol=1e-5)
+
+
+def test_lq_projection_rules_differ_only_after_priming():
+    v1 = tiny_models("v1").lq_proj
+    v11 = tiny_models("v1.1").lq_proj
+    clips = random_frames(12, 128, 128, seed=2)[None].transpose(1, 2).split(4, dim=2)
+    c1, c11 = LQProjCache(), LQProjCache()
+    outs1, outs11 = [], []
+    for clip in clips:
+        o1, c1 = v1.step(c1, clip)
+        o11, c11 = v11.step(c11, clip)
+        outs1.append(o1)
+        outs11.append(o11)
+    assert outs1[0] is None and outs11[0] is None  # priming yields nothing
+    assert not torch.allclose(outs1[1], outs11[1])  # v1 ignores the previous clip, v1.1 uses it
+
+
+def test_tc_decoder_chunking_does_not_change_frames():
+    models = tiny_models()
+    dec = models.tc_decoder
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn(1, 16, 5, 16, 16, generator=g)
+    lq = random_frames(20, 128, 128, seed=3)[None].transpose(1, 2)
+    whole, _ = dec.decode(dec.start(), latents, lq)
+    assert whole.shape == (1, 3, 17, 128, 128)  # first latent gives 1 frame, others 4
+    mem, parts = dec.start(), []
+    for i in range(5):
+        out, mem = dec.decode(mem, latents[:, :, i : i + 1], lq[:, :, 4 * i : 4 * i + 4])
+        parts.append(out)
+    torch.testing.assert_close(torch.cat(parts, dim=2), whole, rtol=1e-5, atol=1e-5)
+
+
+def test_tc_condition_channel_order():
+    lq = torch.randn(1, 3, 4, 16, 16)
+    cond = lq_condition(lq, tiny_models().tc_decoder.cfg)
+    c, t, dy, dx = 2, 3, 5, 6
+    assert cond[0, 0, c * 256 + t * 64 + dy * 8 + dx, 1, 0] == lq[0, c, t, 8 + dy, dx]
+
+
+def test_vae_decode_streaming_equals_whole_and_roundtrip_shapes():
+    vae = tiny_models().vae
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(1, 16, 4, 8, 8, generator=g)
+    whole = vae.decode(z)
+    assert whole.shape == (1, 3, 13, 64, 64)
+    cache, parts = vae.start_decode(), []
+    for i in range(4):
+        out, cache = vae.decode_step(cache, z[:, :, i : i + 1])
+        parts.append(out)
+    torch.testing.assert_close(torch.cat(parts, dim=2), whole)
+    assert vae.encode(whole).shape == (1, 16, 4, 8, 8)
