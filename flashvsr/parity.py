@@ -39,6 +39,8 @@ class ParityResult:
     frames_abs: dict[str, float] = field(default_factory=dict)
     output_count: int = 0
     input_count: int = 0
+    latents: torch.Tensor | None = field(default=None, repr=False)  # kept for cross-backend checks
+    masks: dict | None = field(default=None, repr=False)
 
     def failures(self) -> list[str]:
         """Every tolerance of the fixtures' README this result breaks (empty when it passes)."""
@@ -94,13 +96,19 @@ class FixtureNoise:
 
 
 def run_parity_case(
-    folder: str | Path, device: str = "cpu", dtype: str = "float32", backend: str = "auto", push_size: int = 5
+    folder: str | Path,
+    device: str = "cpu",
+    dtype: str = "float32",
+    backend: str = "auto",
+    push_size: int = 5,
+    models: FlashVSRModels | None = None,
 ) -> ParityResult:
+    """``models``: prebuilt :func:`build_fixture_models` output (moved to device/dtype in place)."""
     folder = Path(folder)
     meta = json.loads((folder / "meta.json").read_text())
     expected = np.load(folder / "expected.npz")
     lq_u8 = np.load(folder / "input.npz")["lq_frames_u8"]
-    models = build_fixture_models(meta)
+    models = models or build_fixture_models(meta)
     engine_cfg = EngineConfig(
         attention=SparseAttentionConfig(
             topk_ratio=meta["topk_ratio"], local_range=meta["local_range"], kv_ratio=meta["kv_ratio"]
@@ -126,7 +134,9 @@ def run_parity_case(
     outputs = [engine.push(state, frames[i : i + push_size].to(device)) for i in range(0, len(frames), push_size)]
     outputs.append(engine.finish(state))
     output = torch.cat(outputs).float().cpu()
-    return _compare(folder.name, meta, expected, masks, latents, decoded, output, last_layer)
+    result = _compare(folder.name, meta, expected, masks, latents, decoded, output, last_layer)
+    result.latents, result.masks = torch.cat(latents, dim=2), masks
+    return result
 
 
 def _compare(name, meta, expected, masks, latents, decoded, output, last_layer) -> ParityResult:

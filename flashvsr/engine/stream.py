@@ -24,6 +24,7 @@ from ..config import PIXEL_MULTIPLE, TOKEN_PIXELS, VAE_SPATIAL_FACTOR, VAE_TEMPO
 from ..models import FlashVSRModels
 from .schedule import CallPlan, calls_to_cover, plan_call
 from .state import NoiseSource, SeededNoise, StreamState, StreamTracer
+from .timing import NullClock, StageClock
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -45,6 +46,7 @@ class StreamingEngine:
         self.device = torch.device(config.device)
         self.dtype = resolve_dtype(config.dtype)
         self.kernel = resolve_backend(config.attention_backend, self.device)
+        self.clock: StageClock = NullClock()  # benchmarks install a timing clock here
         with torch.no_grad():
             self.conditioning = models.dit.condition(models.context)
 
@@ -142,11 +144,33 @@ class StreamingEngine:
         lq = self._lq_clip(state, *plan.decode)
         y0, x0, h, w = state.content
         crop = lambda v: v[..., y0 : y0 + h, x0 : x0 + w]  # noqa: E731
-        fixed = color_fix(crop(frames), crop(lq), self.config.color_fix)
+        with self.clock.section("color_fix"):
+            fixed = color_fix(crop(frames), crop(lq), self.config.color_fix)
         return fixed[0].transpose(0, 1)
 
     def _denoise(self, state: StreamState, plan: CallPlan) -> torch.Tensor:
         """LR projection + one DiT step: latents of this call (1, 16, n, H/8, W/8), float32."""
+        with self.clock.section("lq_proj"):
+            tokens = self._lq_tokens(state, plan)
+        h, w = state.latent_shape
+        noise = state.noise(plan.latent_start, plan.latent_count, (self.models.dit.cfg.in_channels, h, w))
+        noise = noise.to(self.device)
+        on_mask = None
+        if state.tracer and state.tracer.on_mask:
+            on_mask = lambda layer, mask: state.tracer.on_mask(plan.index, layer, mask)  # noqa: E731
+        attention = SparseCallAttention(state.attention, state.kv, self.kernel, on_mask)
+        with self.clock.section("dit"):
+            velocity = self.models.dit(
+                noise.to(self.dtype), self.conditioning, attention, lq_tokens=tokens, time_offset=plan.latent_start
+            )
+        state.kv = attention.updated
+        latents = noise - velocity.float()
+        if state.tracer and state.tracer.on_latents:
+            state.tracer.on_latents(plan.index, latents)
+        return latents
+
+    def _lq_tokens(self, state: StreamState, plan: CallPlan) -> torch.Tensor:
+        """LR-projection tokens of this call's latent frames, (1, n·h·w, dim)."""
         tokens = []
         for a, b in plan.lq_clips:
             clip = self._lq_clip(state, a, b)
@@ -155,27 +179,13 @@ class StreamingEngine:
             out, state.lq_proj = self.models.lq_proj.step(state.lq_proj, clip)
             if out is not None:
                 tokens.append(out)
-        h, w = state.latent_shape
-        noise = state.noise(plan.latent_start, plan.latent_count, (self.models.dit.cfg.in_channels, h, w))
-        noise = noise.to(self.device)
-        on_mask = None
-        if state.tracer and state.tracer.on_mask:
-            on_mask = lambda layer, mask: state.tracer.on_mask(plan.index, layer, mask)  # noqa: E731
-        attention = SparseCallAttention(state.attention, state.kv, self.kernel, on_mask)
-        velocity = self.models.dit(
-            noise.to(self.dtype),
-            self.conditioning,
-            attention,
-            lq_tokens=torch.cat(tokens, dim=1),
-            time_offset=plan.latent_start,
-        )
-        state.kv = attention.updated
-        latents = noise - velocity.float()
-        if state.tracer and state.tracer.on_latents:
-            state.tracer.on_latents(plan.index, latents)
-        return latents
+        return torch.cat(tokens, dim=1)
 
     def _decode(self, state: StreamState, plan: CallPlan, latents: torch.Tensor) -> torch.Tensor:
+        with self.clock.section("decode"):
+            return self._decode_frames(state, plan, latents)
+
+    def _decode_frames(self, state: StreamState, plan: CallPlan, latents: torch.Tensor) -> torch.Tensor:
         latents = latents.to(self.dtype)
         if self.config.variant == "full":
             frames, state.decoder = self.models.vae.decode_step(state.decoder, latents)

@@ -1,0 +1,174 @@
+"""``flashvsr bench``: time the whole streaming pipeline on a GPU.
+
+Official-size models with random weights drawn by the canonical rule (speed does not depend
+on the values, but realistic magnitudes give realistic masks), a synthetic textured LR video,
+a warm-up pass (compilation), then timed passes with CUDA events: frames per second, time of
+each stage per 8 frames, and peak device memory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from .config import official_config
+from .engine.timing import STAGES, CudaClock, WallClock
+from .models import FlashVSRModels
+from .pipeline import Upscaler, engine_config, plan_geometry, prepare_frames, to_uint8
+
+FRAMES_PER_REPORT = 8  # stage times are reported per 8 frames, one steady-state DiT call
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    height: int = 768
+    width: int = 1408
+    frames: int = 101
+    variant: str = "tiny"
+    dtype: str = "bfloat16"
+    device: str = "cuda"
+    sparse_ratio: float = 2.0
+    local_range: int = 11
+    kv_ratio: float = 3.0
+    layers: int = 30
+    warmup: int = 1
+    repeats: int = 2
+    batch: int = 8
+    scale: int = 4
+    seed: int = 0
+    attention_backend: str = "auto"
+
+
+@dataclass
+class BenchResult:
+    config: dict
+    device_name: str
+    fps: float
+    seconds: float
+    stage_ms_per_8_frames: dict[str, float] = field(default_factory=dict)
+    peak_memory_gb: float = 0.0
+    runs_seconds: list[float] = field(default_factory=list)
+
+    def table(self) -> str:
+        c = self.config
+        lines = [
+            f"{self.device_name}: {c['frames']} frames at {c['width']}×{c['height']} ({c['variant']}, {c['dtype']})",
+            f"  {self.fps:.2f} FPS  ({self.seconds:.3f} s, runs {', '.join(f'{s:.3f}' for s in self.runs_seconds)})",
+            f"  peak device memory {self.peak_memory_gb:.2f} GB",
+            "  ms per 8 frames: " + ", ".join(f"{k} {v:.1f}" for k, v in self.stage_ms_per_8_frames.items()),
+        ]
+        return "\n".join(lines)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def fill_random(module: nn.Module, seed: int, device: torch.device) -> nn.Module:
+    """Canonical-rule magnitudes (norm weights ≈ 1, fan-in scaled matrices, small vectors),
+    drawn with torch's generator on ``device`` so official sizes fill in seconds."""
+    state = {}
+    for key, ref in module.state_dict().items():
+        gen = torch.Generator(device=device).manual_seed((zlib.crc32(key.encode()) + seed) % 2**32)
+        z = torch.randn(ref.shape, generator=gen, device=device)
+        last = key.rsplit(".", 1)[-1]
+        if last == "gamma" or (last == "weight" and "norm" in key):
+            state[key] = 1 + 0.1 * z
+        elif z.ndim >= 2:
+            state[key] = z / math.sqrt(math.prod(ref.shape[1:]))
+        else:
+            state[key] = 0.02 * z
+    module.load_state_dict(state, strict=True, assign=True)
+    return module
+
+
+def random_official_models(layers: int, variant: str, device, seed: int = 0) -> FlashVSRModels:
+    models = FlashVSRModels.build(official_config("v1.1", layers), decoders=(variant,), device="meta")
+    for module in models.modules().values():
+        fill_random(module, seed, torch.device(device))
+    gen = torch.Generator(device=device).manual_seed(seed)
+    cfg = models.config.dit
+    models.context = torch.randn(1, cfg.text_len, cfg.text_dim, generator=gen, device=device)
+    return models
+
+
+def synthetic_lr_video(frames: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
+    """(T, H, W, 3) uint8: a textured scene panning and zooming slowly, with sensor-like noise."""
+    gen = torch.Generator().manual_seed(seed)
+    big_h, big_w = height * 2, width * 2
+    texture = torch.rand(1, 3, big_h // 8, big_w // 8, generator=gen)
+    texture = torch.nn.functional.interpolate(texture, size=(big_h, big_w), mode="bicubic", align_corners=False)
+    detail = torch.rand(1, 3, big_h, big_w, generator=gen) * 0.15
+    scene = (texture * 0.85 + detail).clamp(0, 1)
+    out = torch.empty(frames, height, width, 3, dtype=torch.uint8)
+    for t in range(frames):
+        y, x = int(t * 1.5) % (big_h - height), int(t * 2.5) % (big_w - width)
+        crop = scene[0, :, y : y + height, x : x + width]
+        noise = torch.randn(crop.shape, generator=gen) * 0.01
+        out[t] = ((crop + noise).clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0)
+    return out
+
+
+def run_bench(cfg: BenchConfig) -> BenchResult:
+    device = torch.device(cfg.device)
+    cuda = device.type == "cuda"
+    models = random_official_models(cfg.layers, cfg.variant, device, cfg.seed)
+    settings = dict(sparse_ratio=cfg.sparse_ratio, local_range=cfg.local_range, kv_ratio=cfg.kv_ratio)
+    upscaler = Upscaler(
+        models,
+        engine_config(cfg.variant, str(device), cfg.dtype, attention_backend=cfg.attention_backend, **settings),
+    )
+    engine = upscaler.engine
+    lr_h, lr_w = cfg.height // cfg.scale, cfg.width // cfg.scale
+    lr = synthetic_lr_video(cfg.frames, lr_h, lr_w, cfg.seed)
+    lr = lr.pin_memory() if cuda else lr
+    geo = plan_geometry(lr_h, lr_w, width=cfg.width, height=cfg.height)
+    sink = torch.empty(cfg.frames, geo.out_h, geo.out_w, 3, dtype=torch.uint8, pin_memory=cuda)
+    runs, stage_totals = [], {}
+    for rep in range(cfg.warmup + cfg.repeats):
+        clock = CudaClock() if cuda else WallClock()
+        engine.clock = clock
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        with clock.section("total"):
+            _stream_once(engine, lr, geo, sink, cfg.batch, clock)
+        totals = clock.totals_ms()
+        if rep >= cfg.warmup:
+            runs.append(totals.pop("total") / 1e3)
+            for k, v in totals.items():
+                stage_totals[k] = stage_totals.get(k, 0.0) + v / cfg.repeats
+    seconds = sorted(runs)[len(runs) // 2]
+    per8 = cfg.frames / FRAMES_PER_REPORT
+    stages = {k: stage_totals[k] / per8 for k in STAGES if k in stage_totals}
+    return BenchResult(
+        config=asdict(cfg),
+        device_name=torch.cuda.get_device_name(device) if cuda else "cpu",
+        fps=cfg.frames / seconds,
+        seconds=seconds,
+        stage_ms_per_8_frames=stages,
+        peak_memory_gb=torch.cuda.max_memory_allocated(device) / 1e9 if cuda else 0.0,
+        runs_seconds=runs,
+    )
+
+
+def _stream_once(engine, lr, geo, sink, batch, clock) -> None:
+    state = engine.start(geo.model_h, geo.model_w, content=geo.content)
+    done = 0
+    with torch.no_grad():
+        for i in range(0, lr.shape[0], batch):
+            with clock.section("prepare"):
+                lq = prepare_frames(lr[i : i + batch].to(engine.device, non_blocking=True), geo, engine.dtype)
+            done = _drain(engine.push(state, lq), sink, done, clock)
+        _drain(engine.finish(state), sink, done, clock)
+
+
+def _drain(frames: torch.Tensor, sink: torch.Tensor, done: int, clock) -> int:
+    if frames.shape[0]:
+        with clock.section("output"):
+            sink[done : done + frames.shape[0]].copy_(to_uint8(frames), non_blocking=True)
+    return done + frames.shape[0]

@@ -1,0 +1,224 @@
+"""From low-resolution frames to super-resolved frames: the Python API.
+
+    LR uint8 frames ─► bicubic ×scale (PIL-exact) ─► pad to multiples of 128 ─► engine
+    engine ─► crop to the requested size ─► uint8 frames
+
+The reference centre-crops to multiples of 128 and drops trailing frames; here the frame is
+padded instead, and the engine returns exactly one output frame per input frame.
+
+    from flashvsr import Upscaler
+    up = Upscaler.load("FlashVSR-v1.1", device="cuda")     # or Upscaler.load() for the bundled model
+    for frame in up.stream(frames, scale=4):               # numpy (H, W, 3) uint8 frames in
+        ...                                                # numpy (4H, 4W, 3) uint8 frames out
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import PIXEL_MULTIPLE, EngineConfig, SparseAttentionConfig
+from .engine.state import NoiseSource
+from .engine.stream import StreamingEngine, model_frame_size, resolve_dtype
+from .models import FlashVSRModels
+
+MAX_OUTPUT_PIXELS = 8192 * 8192  # refuse absurd sizes before allocating anything
+PIXEL_MAX = 255.0
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Sizes of one upscaling job: input, output (what the user gets) and model frame."""
+
+    in_h: int
+    in_w: int
+    out_h: int
+    out_w: int
+    model_h: int
+    model_w: int
+
+    @property
+    def content(self) -> tuple[int, int, int, int]:
+        return (0, 0, self.out_h, self.out_w)
+
+
+def plan_geometry(
+    in_h: int,
+    in_w: int,
+    scale: float | None = 4.0,
+    width: int | None = None,
+    height: int | None = None,
+    even: bool = False,
+) -> Geometry:
+    """Output size from a scale factor or a target width/height (the other side keeps the
+    aspect ratio); ``even`` rounds both sides to even numbers (yuv420 video codecs)."""
+    if in_h <= 0 or in_w <= 0:
+        raise ValueError(f"input size {in_w}×{in_h} is empty")
+    if width or height:
+        if width and height:
+            out_w, out_h = width, height
+        elif width:
+            out_w, out_h = width, round(in_h * width / in_w)
+        else:
+            out_w, out_h = round(in_w * height / in_h), height
+    else:
+        if scale is None or not math.isfinite(scale) or scale < 1:
+            raise ValueError(f"scale must be a number ≥ 1, got {scale}")
+        out_w, out_h = round(in_w * scale), round(in_h * scale)
+    if even:
+        out_w, out_h = out_w + out_w % 2, out_h + out_h % 2
+    if out_w < in_w or out_h < in_h:
+        raise ValueError(f"output {out_w}×{out_h} would be smaller than the input {in_w}×{in_h}")
+    if out_w * out_h > MAX_OUTPUT_PIXELS:
+        raise ValueError(f"output {out_w}×{out_h} is too large (limit {MAX_OUTPUT_PIXELS} pixels)")
+    model_h, model_w = model_frame_size(out_h, out_w)
+    return Geometry(in_h, in_w, out_h, out_w, model_h, model_w)
+
+
+def bicubic_resize_u8(frames: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
+    """Bicubic resize of (T, 3, H, W) uint8-valued floats exactly as PIL does it: a width pass
+    then a height pass (Keys a = −0.5), each rounded and clipped to 0…255."""
+    x = frames.float()
+    if x.shape[-1] != out_w:
+        x = F.interpolate(x, size=(x.shape[-2], out_w), mode="bicubic", antialias=True, align_corners=False)
+        x = x.round().clamp(0, PIXEL_MAX)
+    if x.shape[-2] != out_h:
+        x = F.interpolate(x, size=(out_h, out_w), mode="bicubic", antialias=True, align_corners=False)
+        x = x.round().clamp(0, PIXEL_MAX)
+    return x
+
+
+def prepare_frames(frames: torch.Tensor, geo: Geometry, dtype: torch.dtype) -> torch.Tensor:
+    """LR frames (T, H, W, 3) uint8 → LQ model frames (T, 3, model_h, model_w) in [-1, 1]."""
+    x = bicubic_resize_u8(frames.permute(0, 3, 1, 2), geo.out_h, geo.out_w)
+    pad_h, pad_w = geo.model_h - geo.out_h, geo.model_w - geo.out_w
+    if pad_h or pad_w:
+        mode = "reflect" if pad_h < geo.out_h and pad_w < geo.out_w else "replicate"
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+    return (x / PIXEL_MAX * 2 - 1).to(dtype)
+
+
+def to_uint8(frames: torch.Tensor) -> torch.Tensor:
+    """(T, 3, h, w) in [-1, 1] → (T, h, w, 3) uint8."""
+    return ((frames.float().clamp(-1, 1) + 1) * (PIXEL_MAX / 2)).round().to(torch.uint8).permute(0, 2, 3, 1)
+
+
+class Upscaler:
+    """A loaded model plus engine settings; upscales any number of streams, one at a time."""
+
+    def __init__(self, models: FlashVSRModels, config: EngineConfig):
+        self.config = config
+        self.device = torch.device(config.device)
+        self.engine = StreamingEngine(models.to(self.device, resolve_dtype(config.dtype)), config)
+        self.models = models
+
+    @classmethod
+    def load(
+        cls,
+        weights: str | Path | None = None,
+        release: str | None = None,
+        variant: str = "tiny",
+        device: str | None = None,
+        dtype: str | None = None,
+        prompt: str | Path | None = None,
+        **settings,
+    ) -> "Upscaler":
+        """Load a weights folder (official v1/v1.1 or this project's; default: the bundled
+        model) and build an engine. ``settings`` are :class:`EngineConfig` /
+        :class:`SparseAttentionConfig` fields (``sparse_ratio``, ``local_range``, ``color_fix``…)."""
+        from .weights.loading import load_model
+        from .weights.bundled import default_model_folder
+
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+        folder = Path(weights) if weights else default_model_folder()
+        models, report = load_model(folder, release=release, variants=(variant,), dtype=resolve_dtype(dtype), prompt=prompt)
+        upscaler = cls(models, engine_config(variant=variant, device=device, dtype=dtype, **settings))
+        upscaler.report = report
+        return upscaler
+
+    def geometry(self, in_h: int, in_w: int, scale=4.0, width=None, height=None, even=False) -> Geometry:
+        return plan_geometry(in_h, in_w, scale, width, height, even)
+
+    @torch.no_grad()
+    def stream(
+        self,
+        frames: Iterable[np.ndarray | torch.Tensor],
+        scale: float | None = 4.0,
+        width: int | None = None,
+        height: int | None = None,
+        even: bool = False,
+        noise: NoiseSource | None = None,
+        batch: int = 1,
+    ) -> Iterator[np.ndarray]:
+        """Upscale an iterable of (H, W, 3) uint8 frames, yielding (h, w, 3) uint8 frames as
+        soon as they are final. Exactly one output frame per input frame, in order."""
+        it = iter(frames)
+        first = next(it, None)
+        if first is None:
+            raise ValueError("no frames to upscale")
+        first = _as_u8_tensor(first)
+        geo = plan_geometry(first.shape[0], first.shape[1], scale, width, height, even)
+        state = self.engine.start(geo.model_h, geo.model_w, content=geo.content, noise=noise)
+        pending = [first]
+        for frame in it:
+            frame = _as_u8_tensor(frame)
+            if frame.shape != first.shape:
+                raise ValueError(f"frame size changed from {tuple(first.shape)} to {tuple(frame.shape)}")
+            pending.append(frame)
+            if len(pending) >= batch:
+                yield from self._push(state, pending, geo)
+                pending = []
+        if pending:
+            yield from self._push(state, pending, geo)
+        yield from _to_numpy(self.engine.finish(state))
+
+    def _push(self, state, frames: list[torch.Tensor], geo: Geometry) -> Iterator[np.ndarray]:
+        lq = prepare_frames(torch.stack(frames).to(self.device), geo, self.engine.dtype)
+        yield from _to_numpy(self.engine.push(state, lq))
+
+    def upscale_frames(self, frames: Iterable[np.ndarray], **kwargs) -> list[np.ndarray]:
+        return list(self.stream(frames, **kwargs))
+
+
+def engine_config(
+    variant: str = "tiny",
+    device: str = "cpu",
+    dtype: str = "float32",
+    color_fix: str = "adain",
+    seed: int = 0,
+    attention_backend: str = "auto",
+    **attention,
+) -> EngineConfig:
+    return EngineConfig(
+        attention=SparseAttentionConfig(**attention),
+        variant=variant,
+        color_fix=color_fix,
+        seed=seed,
+        dtype=dtype,
+        device=device,
+        attention_backend=attention_backend,
+    )
+
+
+def _as_u8_tensor(frame) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(frame)) if not torch.is_tensor(frame) else frame
+    if t.ndim == 2:
+        t = t[..., None].expand(-1, -1, 3)
+    if t.ndim != 3 or t.shape[-1] not in (3, 4) or t.dtype != torch.uint8:
+        raise ValueError(f"frames must be (H, W, 3) uint8 arrays, got {tuple(t.shape)} {t.dtype}")
+    return t[..., :3].contiguous()
+
+
+def _to_numpy(frames: torch.Tensor) -> Iterator[np.ndarray]:
+    if frames.shape[0]:
+        yield from to_uint8(frames).cpu().numpy()
+
+
+__all__ = ["Upscaler", "Geometry", "plan_geometry", "prepare_frames", "to_uint8", "engine_config", "PIXEL_MULTIPLE"]
