@@ -35,6 +35,8 @@ def main() -> int:
         runs = {}
         built = build_fixture_models(json.loads((folder / "meta.json").read_text()))
         for dtype, backend in [("float32", "flex"), ("bfloat16", "flex"), ("bfloat16", "gather"), ("float32", "gather")]:
+            # float32 means float32: no TF32 in matmuls or cuDNN convolutions (on by default for convs)
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = dtype != "float32"
             models = copy.deepcopy(built)
             r = runs[(dtype, backend)] = run_parity_case(folder, "cuda", dtype, backend, models=models)
             print(f"{folder.name} {dtype:9s} {backend:6s} latents rel {r.latent_rel:.2e}  masks differ "
