@@ -119,6 +119,14 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
     return x * (1 + scale) + shift
 
 
+def split_modulation(table: torch.Tensor, t_mod: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """``table`` (1, n, dim) + time modulation, per sequence (B, n, dim) or per token
+    (B, L, n, dim) → n tensors broadcastable over (B, L, dim)."""
+    if t_mod.ndim == 3:
+        t_mod = t_mod[:, None]
+    return (table[:, None] + t_mod).to(dtype).unbind(dim=2)
+
+
 class SelfAttention(nn.Module):
     def __init__(self, cfg: DiTConfig):
         super().__init__()
@@ -177,7 +185,7 @@ class DiTBlock(nn.Module):
         )
 
     def forward(self, x, t_mod, text_kv, rope, attention: AttentionFn, layer: int):
-        shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation + t_mod).to(x.dtype).chunk(6, dim=1)
+        shift1, scale1, gate1, shift2, scale2, gate2 = split_modulation(self.modulation, t_mod, x.dtype)
         attn = self.self_attn(modulate(layer_norm(x, self.eps), shift1, scale1), rope, attention, layer)
         x = x + gate1 * attn
         x = x + self.cross_attn(self.norm3(x), text_kv)
@@ -194,7 +202,8 @@ class Head(nn.Module):
         self.head = nn.Linear(cfg.dim, out)
 
     def forward(self, x: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor:
-        shift, scale = (self.modulation + t_emb[:, None]).to(x.dtype).chunk(2, dim=1)
+        """``t_emb`` per sequence (B, dim) or per token (B, L, dim)."""
+        shift, scale = split_modulation(self.modulation, t_emb.unsqueeze(-2), x.dtype)
         return self.head(modulate(layer_norm(x, self.eps), shift, scale))
 
 
@@ -204,10 +213,13 @@ class Head(nn.Module):
 
 @dataclass
 class DiTConditioning:
-    """Video-independent inputs of one forward: time modulation and text keys/values."""
+    """Video-independent inputs of one forward: time modulation and text keys/values.
 
-    t_emb: torch.Tensor  # (B, dim)
-    t_mod: torch.Tensor  # (B, 6, dim)
+    The time terms are per sequence, (B, dim) and (B, 6, dim), or per token, (B, L, dim) and
+    (B, L, 6, dim), when sequences packing items of different noise levels are trained."""
+
+    t_emb: torch.Tensor
+    t_mod: torch.Tensor
     text_kv: list[tuple[torch.Tensor, torch.Tensor]]  # per block, (B, heads, tokens, d)
 
 
@@ -268,14 +280,24 @@ class WanDiT(nn.Module):
         """Velocity prediction for ``latents`` (B, 16, f, H/8, W/8); ``lq_tokens`` (B, L, dim)
         from the LR projection are added before block 0. RoPE time positions start at
         ``time_offset``."""
-        pt, py, px = self.cfg.patch_size
-        grid = (latents.shape[2] // pt, latents.shape[3] // py, latents.shape[4] // px)
+        grid = self.token_grid(latents)
         x = self.patchify(latents.to(self.patch_embedding.weight.dtype))
         if lq_tokens is not None:
             x = x + lq_tokens.to(x.dtype)
         positions = torch.arange(time_offset, time_offset + grid[0])
         cos, sin = rope_cos_sin(positions, grid[1], grid[2], self.cfg.head_dim)
-        rope = (cos.to(x.device), sin.to(x.device))
+        x = self.forward_tokens(x, cond, (cos.to(x.device), sin.to(x.device)), attention)
+        return self.unpatchify(x, grid)
+
+    def token_grid(self, latents: torch.Tensor) -> tuple[int, int, int]:
+        pt, py, px = self.cfg.patch_size
+        return latents.shape[2] // pt, latents.shape[3] // py, latents.shape[4] // px
+
+    def forward_tokens(
+        self, x: torch.Tensor, cond: DiTConditioning, rope: tuple[torch.Tensor, torch.Tensor], attention: AttentionFn
+    ) -> torch.Tensor:
+        """The transformer on patch tokens (B, L, dim) → head outputs (B, L, pt·py·px·C).
+        Token order is free as long as ``rope`` and ``attention`` follow it (packed training)."""
         for i, block in enumerate(self.blocks):
             if self.gradient_checkpointing and self.training:
                 x = torch.utils.checkpoint.checkpoint(
@@ -283,4 +305,4 @@ class WanDiT(nn.Module):
                 )
             else:
                 x = block(x, cond.t_mod, cond.text_kv[i], rope, attention, i)
-        return self.unpatchify(self.head(x, cond.t_emb), grid)
+        return self.head(x, cond.t_emb)

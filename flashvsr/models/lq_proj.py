@@ -95,16 +95,31 @@ class LQProjection(nn.Module):
         return self.to_tokens(z), new_cache
 
     # -- whole sequences (training) ------------------------------------------------------------
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        """A whole LQ video (B, 3, 1 + 4k, H, W) → tokens (B, k·h·w, dim), identical to
-        streaming it clip by clip (frame 0 primes, clip j = frames [4j-3, 4j+1) gives the
-        tokens of latent frame j-1)."""
+    def forward(self, video: torch.Tensor, causal: bool = True) -> torch.Tensor:
+        """A whole LQ video (B, 3, 1 + 4k, H, W) → tokens (B, k·h·w, dim).
+
+        Causal (the v1.1 rule): identical to streaming it clip by clip — frame 0 primes,
+        clip j = frames [4j-3, 4j+1) gives the tokens of latent frame j-1. Non-causal (the
+        Stage-1 teacher): each conv also sees one step ahead, with replicate padding at the end.
+        """
         if self.cfg.mode != "causal":
             raise ValueError("whole-sequence projection is defined for the causal (v1.1) rule only")
-        clip = self.cfg.clip_frames
-        first = video[:, :, :1].expand(-1, -1, clip, -1, -1)
+        n = self.cfg.cache_frames
+        first = video[:, :, :1].expand(-1, -1, self.cfg.clip_frames, -1, -1)
         x = self.unshuffle(torch.cat([first, video[:, :, 1:]], dim=2))
+        if not causal:
+            y = self._conv(self.conv1, self.norm1, _pad_end(x, n // 2), _repeat_first(x, n // 2))
+            z = self._conv(self.conv2, self.norm2, _pad_end(y, n // 2), _repeat_first(y, n // 2))
+            return self.to_tokens(z[:, :, 1:])
         y = self._conv(self.conv1, self.norm1, x, None)
         # conv2 never runs on the priming clip: its outputs only seed the history
-        z = self._conv(self.conv2, self.norm2, y[:, :, self.cfg.cache_frames :], y[:, :, : self.cfg.cache_frames])
+        z = self._conv(self.conv2, self.norm2, y[:, :, n:], y[:, :, :n])
         return self.to_tokens(z)
+
+
+def _repeat_first(x: torch.Tensor, n: int) -> torch.Tensor:
+    return x[:, :, :1].expand(-1, -1, n, -1, -1)
+
+
+def _pad_end(x: torch.Tensor, n: int) -> torch.Tensor:
+    return torch.cat([x, x[:, :, -1:].expand(-1, -1, n, -1, -1)], dim=2)

@@ -100,6 +100,10 @@ class TCDecoder(nn.Module):
             conv3x3(c2, cfg.image_channels),
         )  # fmt: skip
 
+    def forward(self, latents: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
+        """Decode a whole clip from the start of a stream (training)."""
+        return self.decode(self.start(), latents, lq)[0]
+
     def start(self) -> TCDecoderMemory:
         return TCDecoderMemory(frames_to_trim=self.cfg.frames_per_latent - 1)
 

@@ -260,30 +260,41 @@ class WanVAE(nn.Module):
     def temporal_factor(self) -> int:
         return 2 ** sum(self.cfg.temporal_downsample)
 
-    def encode(self, video: torch.Tensor) -> torch.Tensor:
-        """(B, 3, 1 + 4k, H, W) in [-1, 1] → normalised latent means (B, 16, 1 + k, H/8, W/8)."""
+    def encode_moments(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, 1 + 4k, H, W) in [-1, 1] → raw posterior mean and log-variance (B, z, 1 + k, ...)."""
         f = self.temporal_factor
         if (video.shape[2] - 1) % f:
             raise ValueError(f"the VAE encodes 1 + {f}·k frames, got {video.shape[2]}")
         cache = CausalCache()
-        chunks = [video[:, :, :1]] + list(video[:, :, 1:].split(f, dim=2))
+        chunks = [video[:, :, :1]] + (list(video[:, :, 1:].split(f, dim=2)) if video.shape[2] > 1 else [])
         out = torch.cat([self.encoder(c, cache) for c in chunks], dim=2)
-        mu = self.conv1(out).chunk(2, dim=1)[0]
-        mean, std = self.latent_stats(mu)
-        return (mu - mean) / std
+        mu, log_var = self.conv1(out).chunk(2, dim=1)
+        return mu, log_var
+
+    def normalize(self, z: torch.Tensor) -> torch.Tensor:
+        mean, std = self.latent_stats(z)
+        return (z - mean) / std
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 1 + 4k, H, W) in [-1, 1] → normalised latent means (B, 16, 1 + k, H/8, W/8)."""
+        return self.normalize(self.encode_moments(video)[0])
 
     def start_decode(self) -> CausalCache:
         return CausalCache()
 
-    def decode_step(self, cache: CausalCache, latents: torch.Tensor) -> tuple[torch.Tensor, CausalCache]:
-        """Decode the next normalised latent frames (B, 16, n, h, w) of a stream → frames in
-        [-1, 1] (the stream's first latent gives 1 frame, every other one 4)."""
+    def decode_step(
+        self, cache: CausalCache, latents: torch.Tensor, normalized: bool = True
+    ) -> tuple[torch.Tensor, CausalCache]:
+        """Decode the next latent frames (B, 16, n, h, w) of a stream → frames in [-1, 1]
+        (the stream's first latent gives 1 frame, every other one 4)."""
         cache = cache.copy()
-        mean, std = self.latent_stats(latents)
-        z = latents * std + mean
+        z = latents
+        if normalized:
+            mean, std = self.latent_stats(latents)
+            z = latents * std + mean
         z = self.conv2(z)
         frames = [self.decoder(z[:, :, i : i + 1], cache) for i in range(z.shape[2])]
         return torch.cat(frames, dim=2).clamp(-1, 1), cache
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.decode_step(self.start_decode(), latents)[0]
+    def decode(self, latents: torch.Tensor, normalized: bool = True) -> torch.Tensor:
+        return self.decode_step(self.start_decode(), latents, normalized)[0]

@@ -1,0 +1,152 @@
+"""Training samples: HR clips cut from the manifest, LQ clips made from them on the fly.
+
+A sample with ``T`` latent frames holds (SPEC §5 indexing, which the released weights use):
+- ``hr``: 4T−3 HR frames — what the VAE encodes to T latents and the decoders reproduce;
+- ``lq``: 4T+1 LQ frames — the degraded, bicubic-upsampled input: the LR projection reads
+  frame 0 as its priming clip and clip j = frames [4j+1, 4j+5) for latent j, four frames
+  ahead of what latent j decodes to.
+Photos are 1-latent videos: one HR frame and its LQ repeated 5 times.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import VAE_TEMPORAL_FACTOR
+from ..pipeline import bicubic_resize_u8
+from ..train.config import DataConfig
+from .degrade import degrade
+from .manifest import Segment
+from .media import SegmentCache
+
+
+def hr_frames(latent_frames: int) -> int:
+    return VAE_TEMPORAL_FACTOR * (latent_frames - 1) + 1
+
+
+def lq_frames(latent_frames: int) -> int:
+    return VAE_TEMPORAL_FACTOR * latent_frames + 1
+
+
+@dataclass
+class Sample:
+    hr: torch.Tensor  # (3, 4T−3, H, W) in [-1, 1]
+    lq: torch.Tensor  # (3, 4T+1, H, W) in [-1, 1]
+    is_image: bool
+
+
+def make_lq(hr01: torch.Tensor, cfg: DataConfig, seed: int) -> torch.Tensor:
+    """HR (T, 3, H, W) in [0, 1] → degraded LR → PIL-exact bicubic back to H×W, in [-1, 1]."""
+    lr = degrade(hr01, cfg.degradation, seed)
+    lr_u8 = (lr.clamp(0, 1) * 255).round()
+    up = bicubic_resize_u8(lr_u8, hr01.shape[-2], hr01.shape[-1])
+    return up / 255 * 2 - 1
+
+
+class ClipDataset(torch.utils.data.IterableDataset):
+    """An endless stream of random samples, different for every rank and worker."""
+
+    def __init__(
+        self,
+        segments: list[Segment],
+        root: str | Path,
+        cfg: DataConfig,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        hr_only: bool = False,
+    ):
+        super().__init__()
+        self.cfg = cfg
+        self.root = Path(root)
+        self.seed, self.rank, self.world = seed, rank, world
+        self.hr_only = hr_only  # VAE training needs no LQ
+        need = (lq_frames(cfg.latent_frames) - 1) * min(cfg.frame_step) + 1
+        big_enough = [s for s in segments if min(s.width, s.height) >= cfg.crop]
+        self.videos = [s for s in big_enough if s.kind != "image" and s.frames >= need]
+        self.images = [s for s in big_enough if s.kind == "image"]
+        if not self.videos and not (self.images and cfg.image_prob > 0):
+            raise ValueError(
+                f"no usable segments: need clips of ≥ {need} frames (or photos) of at least {cfg.crop}px"
+            )
+        self.cache: SegmentCache | None = None
+
+    def __iter__(self) -> Iterator[Sample]:
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info else 0
+        rng = random.Random((self.seed * 1_000_003 + self.rank) * 997 + worker)
+        self.cache = SegmentCache(self.root)
+        while True:
+            yield self.sample(rng)
+
+    def sample(self, rng: random.Random) -> Sample:
+        self.cache = self.cache or SegmentCache(self.root)
+        if self.images and (not self.videos or rng.random() < self.cfg.image_prob):
+            return self.sample_image(rng)
+        return self.sample_video(rng)
+
+    def sample_video(self, rng: random.Random) -> Sample:
+        cfg = self.cfg
+        seg = rng.choices(self.videos, weights=[s.frames for s in self.videos])[0]
+        n = lq_frames(cfg.latent_frames)
+        steps = [s for s in cfg.frame_step if (n - 1) * s + 1 <= seg.frames] or [1]
+        step = rng.choice(steps)
+        span = (n - 1) * step + 1
+        frames = self.cache.get(seg.path, seg.kind, seg.start, seg.frames)
+        first = rng.randrange(0, seg.frames - span + 1)
+        clip = self._crop(frames[first : first + span : step], rng)
+        lq = clip if self.hr_only else make_lq(clip, cfg, rng.randrange(2**31))
+        hr = clip[: hr_frames(cfg.latent_frames)] * 2 - 1
+        return Sample(hr=hr.transpose(0, 1), lq=lq.transpose(0, 1), is_image=False)
+
+    def sample_image(self, rng: random.Random) -> Sample:
+        seg = rng.choice(self.images)
+        image = self._crop(self.cache.get(seg.path, seg.kind, 0, 1), rng)
+        lq = image if self.hr_only else make_lq(image, self.cfg, rng.randrange(2**31))
+        lq = lq.expand(lq_frames(1), -1, -1, -1)
+        return Sample(hr=(image * 2 - 1).transpose(0, 1), lq=lq.transpose(0, 1), is_image=True)
+
+    def _crop(self, frames: np.ndarray, rng: random.Random) -> torch.Tensor:
+        """Random crop (and flip) of (T, H, W, 3) uint8 → (T, 3, c, c) float in [0, 1]."""
+        c = self.cfg.crop
+        _, h, w, _ = frames.shape
+        y, x = rng.randrange(0, h - c + 1), rng.randrange(0, w - c + 1)
+        out = torch.from_numpy(np.ascontiguousarray(frames[:, y : y + c, x : x + c])).permute(0, 3, 1, 2).float() / 255
+        if self.cfg.hflip and rng.random() < 0.5:
+            out = out.flip(-1)
+        return out
+
+
+def collate(samples: list[Sample]) -> dict[str, torch.Tensor]:
+    """Stack samples of one shape: videos with videos, photos with photos."""
+    return {
+        "hr": torch.stack([s.hr for s in samples]),
+        "lq": torch.stack([s.lq for s in samples]),
+        "is_image": torch.tensor([s.is_image for s in samples]),
+    }
+
+
+def loader(dataset: ClipDataset, batch_size: int, workers: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches of same-kind samples (a batch never mixes photos and clips)."""
+    dl = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers, persistent_workers=workers > 0)
+    pending: dict[bool, list[Sample]] = {True: [], False: []}
+    for sample in dl:
+        group = pending[sample.is_image]
+        group.append(sample)
+        if len(group) == batch_size:
+            yield collate(group)
+            group.clear()
+
+
+def resize_frames(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, 3, T, H, W) → (B, 3, T, size, size) bilinear, for validation thumbnails."""
+    b, c, t, h, w = x.shape
+    y = F.interpolate(x.transpose(1, 2).flatten(0, 1), size=(size, size), mode="bilinear", align_corners=False)
+    return y.unflatten(0, (b, t)).transpose(1, 2)

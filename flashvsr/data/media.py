@@ -1,0 +1,98 @@
+"""Frame access for training and curation: videos (PyAV, else OpenCV), image sequences, photos.
+
+Training samples short clips at random positions; segments are decoded once and kept in a
+small per-process cache, which suits data sets of up to a few thousand clips per worker.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".y4m"}
+
+
+def natural_key(name: str) -> list:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def sequence_files(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS), key=lambda p: natural_key(p.name))
+
+
+def read_image(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def read_video(path: Path, start: int = 0, count: int | None = None) -> np.ndarray:
+    """Frames [start, start+count) of a video as (T, H, W, 3) uint8."""
+    frames = []
+    for i, frame in enumerate(_decode(path)):
+        if i >= start:
+            frames.append(frame)
+        if count is not None and len(frames) >= count:
+            break
+    if not frames:
+        raise ValueError(f"{path}: no frames at {start}")
+    return np.stack(frames)
+
+
+def _decode(path: Path):
+    try:
+        import av
+    except ImportError:  # GPU machines without PyAV: OpenCV's bundled FFmpeg
+        yield from _decode_opencv(path)
+        return
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            yield frame.to_ndarray(format="rgb24")
+
+
+def _decode_opencv(path: Path):
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        while True:
+            ok, bgr = cap.read()
+            if not ok:
+                return
+            yield bgr[..., ::-1].copy()
+    finally:
+        cap.release()
+
+
+def read_segment(root: Path, path: str, kind: str, start: int, frames: int) -> np.ndarray:
+    full = root / path
+    if kind == "image":
+        return read_image(full)[None]
+    if kind == "sequence":
+        files = sequence_files(full)[start : start + frames]
+        return np.stack([read_image(f) for f in files])
+    return read_video(full, start, frames)
+
+
+class SegmentCache:
+    """Decoded segments, least recently used dropped first (per worker process)."""
+
+    def __init__(self, root: Path, capacity: int = 64):
+        self.root = Path(root)
+        self.capacity = capacity
+        self._items: OrderedDict[tuple, np.ndarray] = OrderedDict()
+
+    def get(self, path: str, kind: str, start: int, frames: int) -> np.ndarray:
+        key = (path, kind, start, frames)
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        value = read_segment(self.root, path, kind, start, frames)
+        self._items[key] = value
+        if len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+        return value

@@ -1,0 +1,55 @@
+"""Assemble a model folder (config.json + model.safetensors) from stage checkpoints."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from ..config import ModelConfig
+from ..models import FlashVSRModels
+from ..weights.loading import save_model
+from .nets import fixed_context, merge_lora_state, split_prefixed
+from .trainer import checkpoint_weights, load_checkpoint
+
+CARD_FILE = "MODEL_CARD.md"
+
+
+def stage_model_config(checkpoint: str | Path) -> ModelConfig:
+    """The model sizes a stage was trained with (stored in its checkpoint)."""
+    return ModelConfig.from_dict(json.loads(load_checkpoint(checkpoint)["config"])["model"])
+
+
+def export_model(
+    vae: str | Path,
+    diffusion: str | Path,
+    tc_decoder: str | Path,
+    out: str | Path,
+    dtype: torch.dtype = torch.float16,
+    card: str = "",
+    include_vae: bool = True,
+) -> Path:
+    """``diffusion``: the Stage-3 (or Stage-2) checkpoint; its DiT and causal LR projection,
+    the TC decoder and (for the full variant) the VAE, with the measured latent statistics."""
+    cfg = stage_model_config(diffusion)
+    stats = load_checkpoint(vae).get("extra", {})
+    if "latent_mean" in stats:
+        vae_cfg = replace(cfg.vae, latent_mean=tuple(stats["latent_mean"].tolist()), latent_std=tuple(stats["latent_std"].tolist()))
+        cfg = replace(cfg, vae=vae_cfg)
+    cfg = replace(cfg, lq_proj=replace(cfg.lq_proj, mode="causal"), release="v1.1")
+    models = FlashVSRModels.build(cfg, decoders=("tiny", "full") if include_vae else ("tiny",))
+    net = merge_lora_state(checkpoint_weights(diffusion, "net"))
+    models.dit.load_state_dict(split_prefixed(net, "dit."))
+    models.lq_proj.load_state_dict(split_prefixed(net, "lq_proj."))
+    models.tc_decoder.load_state_dict(checkpoint_weights(tc_decoder, "tc_decoder"))
+    if include_vae:
+        models.vae.load_state_dict(split_prefixed(checkpoint_weights(vae, "vae"), "vae."))
+    models.context = fixed_context(cfg)
+    for module in models.modules().values():
+        module.to(dtype)
+    folder = save_model(models, out)
+    if card:
+        (folder / CARD_FILE).write_text(card)
+    return folder

@@ -1,0 +1,196 @@
+"""Training pipeline: every stage runs, learns on a fixed batch, resumes, exports a model the
+upscaler loads; parallel causal training equals streaming inference; packing, LoRA, DDP/FSDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from flashvsr.config import EngineConfig, SparseAttentionConfig
+from flashvsr.data.datasets import ClipDataset, loader
+from flashvsr.data.manifest import read_manifest
+from flashvsr.engine.state import StreamTracer
+from flashvsr.engine.stream import StreamingEngine
+from flashvsr.models.dit import dense_attention
+from flashvsr.pipeline import Upscaler
+from flashvsr.train import distributed as D
+from flashvsr.train.attention import CausalSparseAttention, call_groups
+from flashvsr.train.config import load_train_config
+from flashvsr.train.export import export_model
+from flashvsr.train.lora import add_lora, merge_lora
+from flashvsr.train.nets import merge_lora_state
+from flashvsr.train.packing import PackedItem, packed_velocity
+from flashvsr.train.run import run_stage
+from flashvsr.train.stages import TASKS
+from flashvsr.train.trainer import Trainer, load_checkpoint
+
+from .conftest import REPO, random_frames, tiny_models
+from .training_helpers import make_dataset, stage_toml
+
+STAGE_ARGS = {
+    "vae": {},
+    "stage1": {"vae": "vae"},
+    "stage2": {"vae": "vae", "init": "stage1", "latent_frames": 6},
+    "stage3": {"vae": "vae", "init": "stage2", "teacher": "stage1", "latent_frames": 6},
+    "tcdecoder": {"vae": "vae"},
+}
+
+
+def write_config(root: Path, stage: str, steps: int = 4, name: str | None = None, extra: str = "") -> Path:
+    args = {k: (root / v if k in ("vae", "init", "teacher") else v) for k, v in STAGE_ARGS[stage].items()}
+    path = root / f"{name or stage}.toml"
+    path.write_text(stage_toml(stage, root / "data", root / (name or stage), steps=steps, extra=extra, **args))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """All stages in order, a few steps each, on a synthetic data set."""
+    root = tmp_path_factory.mktemp("train")
+    make_dataset(root / "data")
+    for stage in STAGE_ARGS:
+        losses = run_stage(write_config(root, stage))
+        assert losses and all(np.isfinite(v) for v in losses.values()), (stage, losses)
+    return root
+
+
+def test_every_stage_writes_checkpoints_metrics_and_samples(trained: Path):
+    for stage in STAGE_ARGS:
+        run = trained / stage
+        ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+        assert ckpt["stage"] == stage and ckpt["step"] == 4 and ckpt["optimizers"]
+        assert load_checkpoint(run)["models"] == {}  # final.pt: EMA weights only
+        assert len((run / "metrics.jsonl").read_text().splitlines()) == 4
+        assert list((run / "samples").glob("step_*.png"))
+    stats = load_checkpoint(trained / "vae")["extra"]
+    assert stats["latent_std"].shape == (16,) and (stats["latent_std"] > 0).all()
+
+
+def test_exported_model_upscales_through_the_engine(trained: Path):
+    folder = export_model(trained / "vae", trained / "stage3", trained / "tcdecoder", trained / "model", card="# card")
+    assert (folder / "MODEL_CARD.md").read_text() == "# card"
+    for variant in ("tiny", "full"):
+        up = Upscaler.load(folder, variant=variant, device="cpu")
+        frames = [np.random.default_rng(i).integers(0, 255, (33, 47, 3), dtype=np.uint8) for i in range(3)]
+        out = up.upscale_frames(frames, scale=2)
+        assert len(out) == 3 and out[0].shape == (66, 94, 3)
+
+
+@pytest.mark.parametrize("stage", list(STAGE_ARGS))
+def test_loss_decreases_on_a_fixed_batch(trained: Path, stage: str):
+    cfg = load_train_config(write_config(trained, stage, name=f"fixed_{stage}"))
+    env = D.DistEnv()
+    trainer = Trainer(cfg, env)
+    task = TASKS[stage](cfg, trainer)
+    trainer.attach(task)
+    segments = read_manifest(cfg.data.manifest)
+    from dataclasses import replace
+
+    data = replace(cfg.data, image_prob=0.0)
+    batch = next(loader(ClipDataset(segments, cfg.data.root, data, seed=3, hr_only=stage == "vae"), 1, 0))
+    losses = []
+    for step in range(12):
+        torch.manual_seed(0)  # the same noise and noise levels every step
+        task.rng.seed(0)
+        trainer.step = step
+        losses.append(float(task.train_step(batch, step)["loss"]))
+    assert all(np.isfinite(losses))
+    assert np.mean(losses[-3:]) < losses[0], losses
+
+
+def test_stage_resumes_from_its_checkpoint(trained: Path):
+    config = write_config(trained, "stage1", steps=2, name="resume")
+    run_stage(config)
+    first = load_checkpoint(trained / "resume" / "checkpoints" / "last.pt")
+    run_stage(config, {"run.steps": 5})
+    lines = [json.loads(x) for x in (trained / "resume" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [1, 2, 3, 4, 5]  # continued, not restarted
+    cfg = load_train_config(config, {"run.steps": 5})
+    trainer = Trainer(cfg, D.DistEnv())
+    trainer.attach(TASKS["stage1"](cfg, trainer))
+    trainer.out = trained / "resume_copy"
+    (trainer.out / "checkpoints").mkdir(parents=True)
+    torch.save(first, trainer.out / "checkpoints" / "last.pt")
+    assert trainer.resume() and trainer.step == 2
+    restored = D.full_state_dict(trainer.task.trainable["net"])
+    assert all(torch.equal(v, first["models"]["net"][k]) for k, v in restored.items())
+    assert trainer.optimizers["main"].state_dict()["state"], "optimizer moments restored"
+
+
+def test_parallel_causal_training_equals_streaming_inference():
+    """A clip run at once under the causal sparse mask gives the engine's streamed latents."""
+    models = tiny_models()
+    h, w, latents_n = 128, 256, 8
+    frames = random_frames(4 * latents_n + 1, h, w, seed=4)
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(1, 16, latents_n, h // 8, w // 8, generator=g)
+    att = SparseAttentionConfig(sparse_ratio=0.5, local_range=3, kv_ratio=2)
+    engine = StreamingEngine(models, EngineConfig(attention=att, dtype="float32"))
+    streamed = []
+    state = engine.start(h, w, noise=lambda s, c, shape: noise[:, :, s : s + c], tracer=StreamTracer(on_latents=lambda c, x: streamed.append(x)))
+    engine.push(state, frames)
+    streamed = torch.cat(streamed, dim=2)
+    assert streamed.shape[2] == latents_n
+    plan = state.attention
+    attention = CausalSparseAttention(plan.tokens_h, plan.tokens_w, 3, 2, att.topk_ratio_for(h, w), engine.kernel)
+    with torch.no_grad():
+        tokens = models.lq_proj(frames.transpose(0, 1)[None])
+        v = models.dit(noise, engine.conditioning, attention, lq_tokens=tokens)
+    torch.testing.assert_close(noise - v, streamed, rtol=1e-4, atol=1e-4)
+
+
+def test_call_groups_follow_the_cache_rule():
+    assert call_groups(5, 3) == [([0, 1, 2], [0, 1, 2]), ([3], [0, 1, 2, 3]), ([4], [1, 2, 3, 4])]
+    assert call_groups(4, 1) == [([0, 1, 2], [0, 1, 2]), ([3], [1, 2, 3])]
+
+
+def test_packed_sequence_equals_items_one_by_one():
+    dit = tiny_models().dit
+    g = torch.Generator().manual_seed(1)
+    items = [
+        PackedItem(torch.randn(1, 16, 2, 16, 16, generator=g), torch.randn(1, 128, 32, generator=g), torch.tensor([700.0])),
+        PackedItem(torch.randn(1, 16, 1, 16, 32, generator=g), torch.randn(1, 128, 32, generator=g), torch.tensor([200.0])),
+    ]
+    ctx = torch.randn(1, 8, 16, generator=g)
+    with torch.no_grad():
+        packed = packed_velocity(dit, items, dit.text_conditioning(ctx))
+        for item, out in zip(items, packed):
+            alone = dit(item.latents, dit.condition(ctx, item.timestep), dense_attention, lq_tokens=item.lq_tokens)
+            torch.testing.assert_close(out, alone, rtol=1e-4, atol=1e-5)
+
+
+def test_lora_trains_adapters_only_and_merges_exactly():
+    dit = tiny_models().dit
+    add_lora(dit, rank=4)
+    trainable = [n for n, p in dit.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    for n, p in dit.named_parameters():
+        if "lora_b" in n:
+            torch.nn.init.normal_(p, std=0.1)
+    x = torch.randn(1, 3, 32)
+    block = dit.blocks[0].ffn
+    with torch.no_grad():
+        before = block(x)
+        state = merge_lora_state({k: v.clone() for k, v in dit.state_dict().items()})
+        merge_lora(dit)
+        torch.testing.assert_close(dit.blocks[0].ffn(x), before, rtol=1e-5, atol=1e-5)
+    assert set(state) == set(dit.state_dict()) and all(torch.allclose(state[k], v) for k, v in dit.state_dict().items())
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_with_torchrun(trained: Path, strategy: str):
+    config = write_config(trained, "stage1", steps=2, name=f"dist_{strategy}")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(29500 + len(strategy)),
+           "-m", "flashvsr", "train", "stage1", str(config), "--set", f'run.distributed="{strategy}"']  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ckpt = load_checkpoint(trained / f"dist_{strategy}" / "checkpoints" / "last.pt")
+    assert ckpt["step"] == 2 and "net" in ckpt["models"] and ckpt["optimizers"]["main"]["state"]
