@@ -1,12 +1,62 @@
-"""The ``flashvsr`` command line: upscale, bench (and more subcommands as they land)."""
+"""The ``flashvsr`` command line: upscale, probe, bench (and more subcommands as they land).
+
+Errors are caught here, at the edge, and printed as one line on stderr with a non-zero exit
+status: 2 for a bad command line, 1 for a bad input or a failed job, 128 + N when signal N
+interrupted the run. Heavy imports (torch, PyAV) happen inside the subcommands, so ``--help``
+is instant.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 from . import __version__
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+DEBUG_ENV = "FLASHVSR_DEBUG"  # set it to see tracebacks of unexpected errors
+
+UPSCALE_DESCRIPTION = """\
+Upscale videos, images and folders of images with FlashVSR, streaming frame by frame
+(memory does not grow with the video's length).
+
+The output has exactly as many frames as the input, at exactly --scale times its size
+(rounded up to even numbers for H.264/H.265/ProRes), with the input's timestamps (exact and
+variable frame rates kept), every audio stream copied, and the input's colour matrix, range,
+primaries and transfer. Rotated videos (phone portrait clips) are turned upright.
+
+OUTPUT is written under a hidden temporary name and renamed only when it is complete: an
+interrupted or failed run leaves nothing under OUTPUT.
+
+  one input:  OUTPUT ending in .mp4/.mkv/.mov/.m4v  → a video
+              OUTPUT ending in .png/.jpg/.webp/.tif/.bmp → an image (one-frame inputs)
+              any other OUTPUT                       → a folder of images (--format)
+  several inputs, or a folder of videos: OUTPUT is a folder, one output per input, same names.
+  a folder of images is one image sequence (natural order: frame2 before frame10).
+
+examples:
+  flashvsr upscale clip.mp4 -o clip_x4.mp4
+  flashvsr upscale clip.mp4 -o clip_x2.mov --scale 2 --codec prores
+  flashvsr upscale frames/ -o frames_x4/ --format png
+  flashvsr upscale photo.jpg -o photo_x4.png
+  flashvsr upscale videos/ -o upscaled/ --width 1920 --weights FlashVSR-v1.1
+"""
+
+
+class UsageError(Exception):
+    """A bad command line (printed as one line, exit status 2)."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad command line gives one line on stderr instead of usage + error."""
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -34,10 +84,228 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------------
+# flashvsr upscale
+
+
+def _upscale(args: argparse.Namespace) -> int:
+    from .jobs import OutputSettings, SizeRequest, plan_jobs
+
+    size = SizeRequest(args.scale, args.width, args.height)
+    settings = OutputSettings(
+        codec=args.codec,
+        crf=args.crf,
+        preset=args.preset,
+        image_format=args.format,
+        quality=args.quality,
+        fps=args.fps,
+        overwrite=args.overwrite,
+    )
+    jobs = plan_jobs(args.inputs, args.output, size, settings)  # every input checked before the model loads
+    upscaler = _load_upscaler(args)
+    if not args.quiet:
+        print(upscaler.report.summary(), file=sys.stderr)
+    return _run_jobs(upscaler, jobs, args.quiet)
+
+
+def _load_upscaler(args: argparse.Namespace):
+    import torch
+
+    from .pipeline import Upscaler
+
+    if args.device is not None:
+        try:
+            device = torch.device(args.device)
+        except RuntimeError:
+            raise ValueError(f"--device {args.device!r} is not a device (cpu, cuda, cuda:1…)") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA GPU is available here (use --device cpu)")
+    return Upscaler.load(
+        args.weights,
+        release=args.release,
+        variant=args.variant,
+        device=args.device,
+        dtype=args.dtype,
+        prompt=args.prompt,
+        sparse_ratio=args.sparse_ratio,
+        local_range=args.local_range,
+        kv_ratio=args.kv_ratio,
+        color_fix=args.color_fix,
+        seed=args.seed,
+        attention_backend=args.attention_backend,
+    )
+
+
+def _run_jobs(upscaler, jobs, quiet: bool) -> int:
+    """Run every job; in a batch a failed input is reported and the others still run."""
+    from .io.atomic import interrupt_on_signals
+
+    failed, known_errors = 0, _known_errors()
+    with interrupt_on_signals():
+        for job in jobs:
+            try:
+                result = _run_with_progress(upscaler, job, quiet)
+            except known_errors as e:
+                if len(jobs) == 1:
+                    raise
+                print(f"flashvsr: error: {_one_line(e)}", file=sys.stderr)
+                failed += 1
+                continue
+            if not quiet:
+                print(result.summary(), flush=True)
+    return EXIT_FAILED if failed else 0
+
+
+def _run_with_progress(upscaler, job, quiet: bool):
+    from tqdm import tqdm
+
+    from .jobs import run_job
+
+    with tqdm(total=job.input.frames, unit="frame", desc=job.input.path.name, disable=quiet,
+              dynamic_ncols=True, file=sys.stderr) as bar:  # fmt: skip
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        return run_job(upscaler, job, progress=progress)
+
+
+def _probe(args: argparse.Namespace) -> int:
+    from .io import probe
+
+    for path in args.paths:
+        info = probe(path)
+        print(f"{info.summary()}; time base {info.time_base}, colour {info.color.describe()}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Argument types: each turns a bad value into a one-line usage error
+
+
+def scale_factor(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 1 or value == float("inf"):  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"{text!r}: the scale must be a number ≥ 1 (e.g. 2, 3.5, 4)")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
+
+
+def frame_rate(text: str) -> Fraction:
+    try:
+        value = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a frame rate (e.g. 30, 29.97, 30000/1001)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value
+
+
+def _add_upscale_parser(sub) -> None:
+    from .io.images import DEFAULT_QUALITY, DEFAULT_SEQUENCE_FPS, IMAGE_FORMATS
+    from .io.video import DEFAULT_CODEC, DEFAULT_PRESET, VIDEO_CODECS, X264_PRESETS
+
+    p = sub.add_parser(
+        "upscale",
+        help="upscale videos, images or folders of images",
+        description=UPSCALE_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="video files (anything FFmpeg reads), image files, folders of images (one sequence) "
+                        "or folders of videos (a batch)")  # fmt: skip
+    p.add_argument("-o", "--output", required=True, metavar="OUTPUT",
+                   help="video file, image file or folder (see above); a folder for several inputs")  # fmt: skip
+
+    size = p.add_argument_group("output size (default: --scale 4)")
+    size.add_argument("--scale", type=scale_factor, help="upscaling factor, any number ≥ 1: 2, 3.5, 4…")
+    size.add_argument("--width", type=positive_int, help="output width in pixels (the height keeps the aspect ratio unless given)")
+    size.add_argument("--height", type=positive_int, help="output height in pixels (the width keeps the aspect ratio unless given)")
+
+    model = p.add_argument_group("model")
+    model.add_argument("--weights", metavar="DIR",
+                       help="official FlashVSR v1 / v1.1 folder or a FlashVSR model folder (default: the bundled model)")  # fmt: skip
+    model.add_argument("--release", choices=["v1", "v1.1"],
+                       help="release of official weights, when the folder name does not say it (mixing them gives ghosting)")  # fmt: skip
+    model.add_argument("--variant", choices=["tiny", "full"], default="tiny",
+                       help="decoder: tiny = TC decoder (fast, default), full = Wan VAE (about 7× slower, sharper)")  # fmt: skip
+    model.add_argument("--prompt", metavar="PATH",
+                       help="posi_prompt.pth for official folders that do not hold it (default: DIR/posi_prompt.pth)")  # fmt: skip
+    model.add_argument("--device", help="torch device: cuda, cuda:1, cpu (default: cuda if available, else cpu)")
+    model.add_argument("--dtype", choices=["bfloat16", "float16", "float32"],
+                       help="compute precision (default: bfloat16 on GPU, float32 on CPU)")  # fmt: skip
+
+    tuning = p.add_argument_group("quality and speed (defaults are the reference's)")
+    tuning.add_argument("--sparse-ratio", type=positive_float, default=2.0,
+                        help="sparse attention budget: 2.0 (default, reference) or 1.5 (faster, slightly softer)")  # fmt: skip
+    tuning.add_argument("--local-range", type=positive_int, default=11,
+                        help="local attention window in 128-pixel blocks: 11 (default, more stable) or 9 (sharper)")  # fmt: skip
+    tuning.add_argument("--kv-ratio", type=positive_float, default=3.0,
+                        help="time slices kept in the attention cache: 3 (default); fewer uses less memory")  # fmt: skip
+    tuning.add_argument("--color-fix", choices=["adain", "wavelet", "none"], default="adain",
+                        help="match output colours to the input: adain (default, reference), wavelet (shifts colours less), none")  # fmt: skip
+    tuning.add_argument("--seed", type=int, default=0, help="noise seed (default 0); the same seed gives the same output")
+    tuning.add_argument("--attention-backend", choices=["auto", "flex", "gather", "dense"], default="auto",
+                        help="sparse attention kernel (default auto: FlexAttention on GPU)")  # fmt: skip
+
+    out = p.add_argument_group("output format")
+    out.add_argument("--codec", choices=list(VIDEO_CODECS), default=DEFAULT_CODEC,
+                     help="video codec: h264 (default), h265 (smaller files), prores (ProRes 422 HQ, .mov/.mkv), "
+                          "ffv1 (lossless RGB, .mkv/.mov)")  # fmt: skip
+    out.add_argument("--crf", type=int,
+                     help="H.264/H.265 quality, 0 (best, largest) … 51 (worst); default 18 for h264, 20 for h265")  # fmt: skip
+    out.add_argument("--preset", choices=X264_PRESETS,
+                     help=f"H.264/H.265 speed/size trade-off (default {DEFAULT_PRESET})")  # fmt: skip
+    out.add_argument("--format", choices=list(IMAGE_FORMATS),
+                     help="image format of folder outputs (default png; in batches, single images keep their format)")  # fmt: skip
+    out.add_argument("--quality", type=positive_int, default=DEFAULT_QUALITY,
+                     help=f"JPEG/WebP quality 1…100 (default {DEFAULT_QUALITY})")  # fmt: skip
+    out.add_argument("--fps", type=frame_rate, default=DEFAULT_SEQUENCE_FPS,
+                     help=f"frame rate of image inputs written as video, e.g. 24 or 30000/1001 (default {DEFAULT_SEQUENCE_FPS})")  # fmt: skip
+    out.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: refuse)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary; errors only")
+    p.set_defaults(func=_upscale)
+
+
+def _add_probe_parser(sub) -> None:
+    p = sub.add_parser("probe", help="describe videos, images or image folders (size, frames, fps, audio…)")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.set_defaults(func=_probe)
+
+
+# --------------------------------------------------------------------------------------------
+# flashvsr
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flashvsr", description="One-step streaming video super-resolution.")
+    parser = OneLineParser(prog="flashvsr", description="One-step streaming video super-resolution.")
     parser.add_argument("--version", action="version", version=f"flashvsr {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_upscale_parser(sub)
+    _add_probe_parser(sub)
 
     bench = sub.add_parser("bench", help="time the streaming pipeline on a GPU (random official-size weights)")
     bench.add_argument("--height", type=int, default=768, help="output height (default 768)")
@@ -55,12 +323,48 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--attention-backend", default="auto", choices=["auto", "flex", "gather", "dense"])
     bench.add_argument("--json", help="also write the result as JSON to this file")
     bench.set_defaults(func=_bench)
+
+    from .train.cli import register as register_training  # train …, data …
+
+    register_training(sub)
     return parser
 
 
+def _known_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose message is meant for users: bad files, options and weights, I/O failures.
+    (Imported on demand: these modules pull in torch and PyAV.)"""
+    import av
+
+    from .io.media import MediaError
+    from .jobs import JobCancelled
+    from .weights.loading import WeightsError
+
+    return (MediaError, WeightsError, JobCancelled, ValueError, OSError, av.error.FFmpegError)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except UsageError as e:
+        print(_one_line(e), file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM/SIGHUP turned into io.atomic.Interrupted
+        print("flashvsr: interrupted; no partial output was left", file=sys.stderr)
+        return getattr(e, "exit_code", EXIT_INTERRUPTED)
+    except Exception as e:  # noqa: BLE001 — the edge: one line, never a traceback
+        if isinstance(e, _known_errors()):
+            print(f"flashvsr: error: {_one_line(e)}", file=sys.stderr)
+            return EXIT_FAILED
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"flashvsr: internal error: {type(e).__name__}: {_one_line(e)} (set {DEBUG_ENV}=1 for details)",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_FAILED
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 if __name__ == "__main__":

@@ -186,6 +186,32 @@ class Upscaler:
     def upscale_frames(self, frames: Iterable[np.ndarray], **kwargs) -> list[np.ndarray]:
         return list(self.stream(frames, **kwargs))
 
+    def upscale_file(
+        self,
+        input: str | Path,
+        output: str | Path,
+        scale: float | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        progress=None,
+        cancel=None,
+        **output_settings,
+    ):
+        """Upscale a video, an image or a folder of images into ``output`` (a video file, an
+        image file or a folder), streaming frame by frame, exactly as ``flashvsr upscale`` does.
+
+        ``scale`` defaults to 4 unless ``width``/``height`` are given. ``progress(done, total)``
+        is called after every frame; setting ``cancel`` (a ``threading.Event``) stops the job
+        at the next frame with :class:`flashvsr.jobs.JobCancelled`, leaving no output behind.
+        ``output_settings`` are :class:`flashvsr.jobs.OutputSettings` fields (``codec``, ``crf``,
+        ``preset``, ``image_format``, ``quality``, ``fps``, ``overwrite``). Returns a
+        :class:`flashvsr.jobs.JobResult`.
+        """
+        from .jobs import OutputSettings, SizeRequest, plan_job, run_job
+
+        job = plan_job(input, output, SizeRequest(scale, width, height), OutputSettings(**output_settings))
+        return run_job(self, job, progress=progress, cancel=cancel)
+
 
 def engine_config(
     variant: str = "tiny",
