@@ -78,12 +78,22 @@ def read_segment(root: Path, path: str, kind: str, start: int, frames: int) -> n
     return read_video(full, start, frames)
 
 
-class SegmentCache:
-    """Decoded segments, least recently used dropped first (per worker process)."""
+def prescaled(frames: np.ndarray, scale: float) -> np.ndarray:
+    """Downscale (T, H, W, 3) frames by ``scale`` ≤ 1 with PIL's antialiased bicubic."""
+    if scale == 1.0:
+        return frames
+    h, w = frames.shape[1:3]
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BICUBIC, reducing_gap=None)) for f in frames])
 
-    def __init__(self, root: Path, capacity: int = 64):
+
+class SegmentCache:
+    """Decoded (and prescaled) segments, least recently used dropped first (per worker)."""
+
+    def __init__(self, root: Path, prescale: float = 1.0, max_bytes: int = 4 * 2**30):
         self.root = Path(root)
-        self.capacity = capacity
+        self.prescale = prescale
+        self.max_bytes = max_bytes
         self._items: OrderedDict[tuple, np.ndarray] = OrderedDict()
 
     def get(self, path: str, kind: str, start: int, frames: int) -> np.ndarray:
@@ -91,8 +101,8 @@ class SegmentCache:
         if key in self._items:
             self._items.move_to_end(key)
             return self._items[key]
-        value = read_segment(self.root, path, kind, start, frames)
+        value = prescaled(read_segment(self.root, path, kind, start, frames), self.prescale)
         self._items[key] = value
-        if len(self._items) > self.capacity:
+        while len(self._items) > 1 and sum(v.nbytes for v in self._items.values()) > self.max_bytes:
             self._items.popitem(last=False)
         return value

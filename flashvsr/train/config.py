@@ -43,6 +43,7 @@ class DataConfig:
     root: str = ""
     latent_frames: int = 3  # T: HR clip of 4T−3 frames, LQ clip of 4T+1 (the DiT looks 4 ahead)
     crop: int = 256  # HR crop side (multiples of 128 for sparse attention)
+    prescale: float = 1.0  # downscale sources first (e.g. 0.5: 720p → 360p HR, fewer codec artefacts)
     scale: int = 4
     frame_step: tuple[int, ...] = (1, 2)  # temporal stride choices: more motion per clip
     image_prob: float = 0.0  # chance a sample is a photo (a 1-latent video)

@@ -123,6 +123,10 @@ class LPIPSLoss:
         return self.net(flat(a), flat(b)).mean()
 
 
+def _detached(losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach() for k, v in losses.items()}
+
+
 class BaseTask:
     def __init__(self, cfg: TrainConfig, trainer: Trainer):
         self.cfg = cfg
@@ -167,7 +171,7 @@ class VAETask(BaseTask):
         loss = loss_cfg.l1_weight * l1 + loss_cfg.mse_weight * mse + loss_cfg.kl_weight * kl
         self.trainer.optimize("main", loss)
         self._track(mu.detach())
-        return {"loss": loss, "l1": l1, "mse": mse, "kl": kl}
+        return _detached({"loss": loss, "l1": l1, "mse": mse, "kl": kl})
 
     @torch.no_grad()
     def _track(self, mu: torch.Tensor) -> None:
@@ -231,7 +235,7 @@ class FlowTask(BaseTask):
                 v = net(mix(x0, noise, sigma), batch["lq"], sigma * INFERENCE_TIMESTEP, self.attention(x0), self.causal)
                 loss = F.mse_loss(v.float(), noise - x0)
         self.trainer.optimize("main", loss)
-        return {"loss": loss}
+        return _detached({"loss": loss})
 
     def _packed_loss(self, net, x0, noise, sigma, lq):
         """Each clip packed with photos in one sequence; loss averaged over all latents."""
@@ -302,8 +306,8 @@ class DMDTask(BaseTask):
         loss = loss + d.latent_mse_weight * latent_mse
         self.trainer.optimize("student", loss)
         fake_loss = sum(self._fake_score_loss(student.detach(), lq) for _ in range(d.fake_updates_per_step))
-        return {"loss": loss, "dmd": dmd, "pixel_mse": pixel_mse, "lpips": perceptual, "latent_mse": latent_mse,
-                "fake_flow": fake_loss / d.fake_updates_per_step}  # fmt: skip
+        return _detached({"loss": loss, "dmd": dmd, "pixel_mse": pixel_mse, "lpips": perceptual,
+                          "latent_mse": latent_mse, "fake_flow": fake_loss / d.fake_updates_per_step})  # fmt: skip
 
     def _noisy(self, x0):
         lo, hi = self.cfg.dmd.sigma_range
@@ -374,7 +378,7 @@ class TCDecoderTask(BaseTask):
         perceptual = self.lpips(frames, hr) + self.lpips(frames, vae_frames)
         loss = c.gt_weight * gt_mse + c.vae_weight * vae_mse + c.lpips_weight * perceptual
         self.trainer.optimize("main", loss)
-        return {"loss": loss, "gt_mse": gt_mse, "vae_mse": vae_mse, "lpips": perceptual}
+        return _detached({"loss": loss, "gt_mse": gt_mse, "vae_mse": vae_mse, "lpips": perceptual})
 
     @torch.no_grad()
     def validate(self, batch):
