@@ -39,14 +39,14 @@ def write_video(
     pts: list[int] | None = None,
     codec: str = "libx264",
     pix_fmt: str = "yuv420p",
-    audio: str | None = None,
+    audio: str | tuple[str, ...] | None = None,
     audio_seconds: float | None = None,
     rotation: int | None = None,
     color: dict | None = None,
     images: list[np.ndarray] | None = None,
 ) -> Path:
     """A video with ``frames`` frames (timestamps ``pts`` in ``time_base``, default one frame per
-    1/rate), optionally an audio track of ``audio`` codec, a rotation and colour tags."""
+    1/rate), optionally audio tracks (one per codec in ``audio``), a rotation and colour tags."""
     time_base = time_base or 1 / rate
     pts = pts if pts is not None else [round(i / rate / time_base) for i in range(frames)]
     with av.open(str(path), "w") as out:
@@ -58,7 +58,8 @@ def write_video(
             video.set_display_rotation(rotation)
         for key, value in (color or {}).items():
             setattr(video.codec_context, key, value)
-        sound = _audio_stream(out, audio) if audio else None
+        codecs = (audio,) if isinstance(audio, str) else tuple(audio or ())
+        sounds = [_audio_stream(out, codec) for codec in codecs]
         for i in range(frames):
             image = images[i] if images is not None else moving_pattern(i, width, height)
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
@@ -68,8 +69,8 @@ def write_video(
             frame.pts, frame.time_base = pts[i], time_base
             out.mux(video.encode(frame))
         out.mux(video.encode(None))
-        if sound is not None:
-            seconds = audio_seconds if audio_seconds is not None else float((pts[-1] + 1) * time_base)
+        seconds = audio_seconds if audio_seconds is not None else float(pts[-1] * time_base + 1 / rate)
+        for sound in sounds:
             _write_tone(out, sound, seconds)
     return path
 
@@ -106,14 +107,14 @@ def _write_tone(out, stream, seconds: float) -> None:
     out.mux(stream.encode(None))
 
 
+SAMPLE_TYPES = {"flt": (np.float32, 1.0), "s16": (np.int16, 32767), "s32": (np.int32, 2**31 - 1)}
+
+
 def _as_format(planar: np.ndarray, fmt: str) -> np.ndarray:
-    if fmt == "fltp":
-        return planar.astype(np.float32)
-    if fmt == "s16":
-        return (planar.T.reshape(1, -1) * 32767).astype(np.int16)
-    if fmt == "s16p":
-        return (planar * 32767).astype(np.int16)
-    raise ValueError(f"test helper does not know sample format {fmt}")
+    """(channels, samples) floats → PyAV's layout for ``fmt``: planar (C, N) or packed (1, N·C)."""
+    dtype, full_scale = SAMPLE_TYPES[fmt.rstrip("p")]
+    samples = (planar * full_scale).astype(dtype)
+    return samples if fmt.endswith("p") else samples.T.reshape(1, -1)
 
 
 def write_images(folder: Path, count: int, width: int, height: int, names=None, suffix: str = ".png") -> list[Path]:
@@ -172,7 +173,19 @@ def weights_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def upscaler(weights_dir):
+def upscaler(weights_dir, one_torch_thread):
     from flashvsr.pipeline import Upscaler
 
     return Upscaler.load(weights_dir, device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models on 2 shared cores run faster and steadier on one thread (no OpenMP spinning
+    against FFmpeg's encoder threads or other processes)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from av.video.reformatter import Interpolation
+
 MATRIX_RGB, MATRIX_BT709, MATRIX_UNSPECIFIED, MATRIX_FCC = 0, 1, 2, 4
 MATRIX_BT470BG, MATRIX_SMPTE170M, MATRIX_SMPTE240M, MATRIX_BT2020_NCL, MATRIX_BT2020_CL = 5, 6, 7, 9, 10
 RANGE_UNSPECIFIED, RANGE_LIMITED, RANGE_FULL = 0, 1, 2
@@ -33,6 +35,8 @@ SWSCALE_MATRIX = {
     MATRIX_BT2020_CL: "bt2020",
 }
 SWSCALE_RANGE = {RANGE_LIMITED: "MPEG", RANGE_FULL: "JPEG"}
+# swscale truncates by default, which darkens saturated colours by a level or two each way
+SWSCALE_FLAGS = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
 
 MATRIX_NAMES = {
     MATRIX_RGB: "rgb", MATRIX_BT709: "bt709", MATRIX_UNSPECIFIED: "unspecified", MATRIX_FCC: "fcc",
@@ -84,12 +88,20 @@ def decode_options(color: ColorInfo, is_rgb: bool) -> dict:
     """Keyword arguments for PyAV's ``to_ndarray``/``reformat`` reading YUV with ``color``."""
     if is_rgb:
         return {}
-    return {"src_colorspace": SWSCALE_MATRIX[color.matrix], "src_color_range": SWSCALE_RANGE[color.range]}
+    return {
+        "src_colorspace": SWSCALE_MATRIX[color.matrix],
+        "src_color_range": SWSCALE_RANGE[color.range],
+        "interpolation": SWSCALE_FLAGS,
+    }
 
 
 def encode_options(color: ColorInfo) -> dict:
     """Keyword arguments for ``reformat`` turning RGB into YUV with ``color``."""
-    return {"dst_colorspace": SWSCALE_MATRIX[color.matrix], "dst_color_range": SWSCALE_RANGE[color.range]}
+    return {
+        "dst_colorspace": SWSCALE_MATRIX[color.matrix],
+        "dst_color_range": SWSCALE_RANGE[color.range],
+        "interpolation": SWSCALE_FLAGS,
+    }
 
 
 def tag_codec(codec_context, color: ColorInfo) -> None:
