@@ -69,7 +69,7 @@ class ClipDataset(torch.utils.data.IterableDataset):
         self.seed, self.rank, self.world = seed, rank, world
         self.hr_only = hr_only  # VAE training needs no LQ
         need = (lq_frames(cfg.latent_frames) - 1) * min(cfg.frame_step) + 1
-        big_enough = [s for s in segments if min(s.width, s.height) * cfg.prescale >= cfg.crop]
+        big_enough = [s for s in segments if _short_side(s, cfg.max_short_side) >= cfg.crop]
         self.videos = [s for s in big_enough if s.kind != "image" and s.frames >= need]
         self.images = [s for s in big_enough if s.kind == "image"]
         if not self.videos and not (self.images and cfg.image_prob > 0):
@@ -82,12 +82,12 @@ class ClipDataset(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         worker = info.id if info else 0
         rng = random.Random((self.seed * 1_000_003 + self.rank) * 997 + worker)
-        self.cache = SegmentCache(self.root, self.cfg.prescale)
+        self.cache = SegmentCache(self.root, self.cfg.max_short_side)
         while True:
             yield self.sample(rng)
 
     def sample(self, rng: random.Random) -> Sample:
-        self.cache = self.cache or SegmentCache(self.root, self.cfg.prescale)
+        self.cache = self.cache or SegmentCache(self.root, self.cfg.max_short_side)
         if self.images and (not self.videos or rng.random() < self.cfg.image_prob):
             return self.sample_image(rng)
         return self.sample_video(rng)
@@ -122,6 +122,11 @@ class ClipDataset(torch.utils.data.IterableDataset):
         if self.cfg.hflip and rng.random() < 0.5:
             out = out.flip(-1)
         return out
+
+
+def _short_side(seg: Segment, cap: int) -> int:
+    short = min(seg.width, seg.height)
+    return min(short, cap) if cap > 0 else short
 
 
 def collate(samples: list[Sample]) -> dict[str, torch.Tensor]:

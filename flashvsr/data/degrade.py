@@ -71,6 +71,7 @@ class DegradationConfig:
     round2: RoundConfig = ROUND2_DEFAULTS
     final_sinc_prob: float = 0.8
     drift: float = 0.03  # relative per-frame random walk of continuous parameters
+    bicubic_prob: float = 0.0  # share of realbasicvsr clips degraded by plain bicubic instead
 
 
 # --------------------------------------------------------------------------------------------
@@ -307,6 +308,8 @@ def degrade(hr: torch.Tensor, cfg: DegradationConfig, seed: int) -> torch.Tensor
         return bicubic_downscale(hr, cfg.scale)
     if cfg.mode != "realbasicvsr":
         raise ValueError(f"unknown degradation mode {cfg.mode!r}: choose realbasicvsr or bicubic")
+    if random.Random(seed ^ 0x5EED).random() < cfg.bicubic_prob:
+        return bicubic_downscale(hr, cfg.scale)
     plan = draw_clip(cfg, t, seed)
     gen = torch.Generator(device=hr.device).manual_seed(plan.noise_seed)
     s1 = plan.round1[0].resize_scale

@@ -78,11 +78,13 @@ def read_segment(root: Path, path: str, kind: str, start: int, frames: int) -> n
     return read_video(full, start, frames)
 
 
-def prescaled(frames: np.ndarray, scale: float) -> np.ndarray:
-    """Downscale (T, H, W, 3) frames by ``scale`` ≤ 1 with PIL's antialiased bicubic."""
-    if scale == 1.0:
-        return frames
+def capped(frames: np.ndarray, max_short_side: int) -> np.ndarray:
+    """Downscale (T, H, W, 3) frames whose short side exceeds ``max_short_side`` (0: never),
+    with PIL's antialiased bicubic."""
     h, w = frames.shape[1:3]
+    if max_short_side <= 0 or min(h, w) <= max_short_side:
+        return frames
+    scale = max_short_side / min(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     return np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BICUBIC, reducing_gap=None)) for f in frames])
 
@@ -90,9 +92,9 @@ def prescaled(frames: np.ndarray, scale: float) -> np.ndarray:
 class SegmentCache:
     """Decoded (and prescaled) segments, least recently used dropped first (per worker)."""
 
-    def __init__(self, root: Path, prescale: float = 1.0, max_bytes: int = 4 * 2**30):
+    def __init__(self, root: Path, max_short_side: int = 0, max_bytes: int = 4 * 2**30):
         self.root = Path(root)
-        self.prescale = prescale
+        self.max_short_side = max_short_side
         self.max_bytes = max_bytes
         self._items: OrderedDict[tuple, np.ndarray] = OrderedDict()
 
@@ -101,7 +103,7 @@ class SegmentCache:
         if key in self._items:
             self._items.move_to_end(key)
             return self._items[key]
-        value = prescaled(read_segment(self.root, path, kind, start, frames), self.prescale)
+        value = capped(read_segment(self.root, path, kind, start, frames), self.max_short_side)
         self._items[key] = value
         while len(self._items) > 1 and sum(v.nbytes for v in self._items.values()) > self.max_bytes:
             self._items.popitem(last=False)

@@ -43,7 +43,7 @@ class DataConfig:
     root: str = ""
     latent_frames: int = 3  # T: HR clip of 4T−3 frames, LQ clip of 4T+1 (the DiT looks 4 ahead)
     crop: int = 256  # HR crop side (multiples of 128 for sparse attention)
-    prescale: float = 1.0  # downscale sources first (e.g. 0.5: 720p → 360p HR, fewer codec artefacts)
+    max_short_side: int = 0  # > 0: downscale larger sources first (720p → 384p HR: fewer codec artefacts)
     scale: int = 4
     frame_step: tuple[int, ...] = (1, 2)  # temporal stride choices: more motion per clip
     image_prob: float = 0.0  # chance a sample is a photo (a 1-latent video)
@@ -141,7 +141,7 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
     """Read a TOML stage file; ``overrides`` like {"run.steps": 10} patch it (CLI ``--set``).
     Relative paths in ``data`` and checkpoints resolve against the config file's folder."""
     path = Path(path)
-    raw = tomllib.loads(path.read_text())
+    raw = read_toml(path)
     for dotted, value in (overrides or {}).items():
         table = raw
         *parents, leaf = dotted.split(".")
@@ -163,6 +163,22 @@ def check(cfg: TrainConfig, source: Path) -> None:
         raise ValueError(f"{source}: causal stages need an even number ≥ 6 of latent frames (3 time slices), got {t}")
     if cfg.stage == "stage3" and not cfg.dmd.teacher:
         raise ValueError(f"{source}: stage3 needs [dmd] teacher = <stage-1 checkpoint>")
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file; ``include = ["common.toml", …]`` merges those files (relative to this one)
+    underneath it, so stages share the model and data tables."""
+    raw = tomllib.loads(path.read_text())
+    merged: dict[str, Any] = {}
+    for name in raw.pop("include", []):
+        _deep_merge(merged, read_toml(path.parent / name))
+    return _deep_merge(merged, raw)
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    for k, v in top.items():
+        base[k] = _deep_merge(base.get(k, {}), v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return base
 
 
 def from_dict(raw: dict[str, Any]) -> TrainConfig:

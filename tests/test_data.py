@@ -1,0 +1,147 @@
+"""Data curation scores and selection, and the degradation pipeline."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageFilter
+
+from flashvsr.data import curate
+from flashvsr.data.curate import ScanConfig, Thresholds, frame_scores, merge_consecutive, scan, select
+from flashvsr.data.degrade import DegradationConfig, KernelParams, degrade, draw_clip, sinc_kernel, video_codec
+from flashvsr.data.manifest import Segment, read_manifest
+
+from .conftest import REPO
+from .training_helpers import moving_scene, write_video
+
+
+def photo(seed=0, size=256) -> np.ndarray:
+    return moving_scene(1, size, seed)[0]
+
+
+def clean_photo(size=256) -> np.ndarray:
+    """Smooth colour fields with hard-edged shapes: sharp, and free of noise."""
+    rng = np.random.default_rng(0)
+    field = Image.fromarray((rng.random((8, 8, 3)) * 255).astype(np.uint8)).resize((size, size), Image.BICUBIC)
+    img = np.asarray(field).copy()
+    for _ in range(12):
+        y, x, r = rng.integers(0, size, 2).tolist() + [int(rng.integers(6, 30))]
+        img[max(0, y - r) : y + r, max(0, x - r) : x + r] = rng.integers(0, 255, 3)
+    return img
+
+
+def test_classical_scores_rank_images_as_expected():
+    sharp = clean_photo()
+    blurred = np.asarray(Image.fromarray(sharp).filter(ImageFilter.GaussianBlur(3)))
+    noisy = np.clip(sharp.astype(float) + np.random.default_rng(0).normal(0, 20, sharp.shape), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(sharp).save(buf, format="JPEG", quality=5)
+    blocky = np.asarray(Image.open(buf))
+    dark = (sharp // 40).astype(np.uint8)
+    s = {name: frame_scores([img]) for name, img in
+         [("sharp", sharp), ("blurred", blurred), ("noisy", noisy), ("blocky", blocky), ("dark", dark)]}  # fmt: skip
+    assert s["blurred"]["sharpness"] < s["sharp"]["sharpness"] / 4
+    assert s["noisy"]["noise"] > s["sharp"]["noise"] + 5
+    assert s["blocky"]["blockiness"] > s["sharp"]["blockiness"] + 0.1
+    assert s["dark"]["clipped"] > 0.3 and s["dark"]["brightness"] < 0.1
+
+
+def make_media(root, moving=True):
+    (root / "v").mkdir(parents=True)
+    frames = moving_scene(40, 128, 1)
+    write_video(root / "v" / "moving.mp4", frames)
+    write_video(root / "v" / "static.mp4", np.repeat(frames[:1], 40, axis=0))
+    for i in range(3):
+        Image.fromarray(photo(i, 128)).save(root / "v" / f"p{i}.png")
+
+
+def test_scan_select_sharded_and_resumable(tmp_path):
+    make_media(tmp_path)
+    cfg = dict(segment_seconds=0.8, min_segment_frames=12)
+    shards = [scan([tmp_path / "v"], tmp_path / "s.jsonl", ScanConfig(**cfg, shard_index=i, num_shards=2), tmp_path)
+              for i in range(2)]  # fmt: skip
+    per_shard = [{s.path for s in read_manifest(p, kept_only=False)} for p in shards]
+    assert not (per_shard[0] & per_shard[1]) and len(per_shard[0] | per_shard[1]) == 5  # disjoint, complete
+    before = shards[0].read_text()
+    scan([tmp_path / "v"], tmp_path / "s.jsonl", ScanConfig(**cfg, shard_index=0, num_shards=2), tmp_path)
+    assert shards[0].read_text() == before  # resumed: nothing scored twice
+    lenient = Thresholds(min_sharpness=0, max_noise=1e9, max_blockiness=1e9, max_clipped=1, min_motion=0.2, exclude=("v/p2.png",))
+    kept, total = select(shards, tmp_path / "m.jsonl", lenient)
+    segs = read_manifest(tmp_path / "m.jsonl", kept_only=False)
+    moving = [s for s in segs if s.path == "v/moving.mp4"]
+    assert len(moving) == 1 and moving[0].keep and moving[0].frames == 40  # 2 segments of 20 merged
+    static = [s for s in segs if s.path == "v/static.mp4"]
+    assert static and not any(s.keep for s in static) and all("static" in s.reasons for s in static)
+    assert [s.reasons for s in segs if s.path == "v/p2.png"] == [("held out",)]
+    assert kept == 3 and total == len(segs)
+
+
+def test_shard_from_launcher_environment(monkeypatch):
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    monkeypatch.setenv("SLURM_NTASKS", "8")
+    assert curate.shard_of(ScanConfig()) == (3, 8)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert curate.shard_of(ScanConfig()) == (1, 2)  # torchrun's variables win
+
+
+def test_merge_keeps_gaps_and_drops_apart():
+    a = Segment("x.mp4", "video", 0, 10, scores={"m": 1.0})
+    b = Segment("x.mp4", "video", 10, 10, scores={"m": 3.0})
+    c = Segment("x.mp4", "video", 30, 10, scores={"m": 1.0})
+    merged = merge_consecutive([c, b, a])
+    assert [(s.start, s.frames) for s in merged] == [(0, 20), (30, 10)] and merged[0].scores["m"] == 2.0
+
+
+def test_data_cli(tmp_path):
+    make_media(tmp_path)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "flashvsr", "data", *a], capture_output=True, text=True, cwd=REPO)  # noqa: E731
+    done = run("scan", str(tmp_path / "v"), "--root", str(tmp_path), "-o", str(tmp_path / "s.jsonl"), "--segment-seconds", "0.8", "--quiet")
+    assert done.returncode == 0, done.stderr
+    done = run("select", str(tmp_path / "s.jsonl"), "-o", str(tmp_path / "m.jsonl"), "--min-sharpness", "0", "--min-motion", "0.2")
+    assert done.returncode == 0 and "kept" in done.stdout
+    assert all(json.loads(line)["path"].startswith("v/") for line in (tmp_path / "m.jsonl").read_text().splitlines())
+
+
+def clip(frames=6, size=128):
+    return torch.from_numpy(moving_scene(frames, size, 2)).permute(0, 3, 1, 2).float() / 255
+
+
+def test_degradation_is_seeded_and_shaped():
+    hr = clip()
+    cfg = DegradationConfig()
+    a, b, c = degrade(hr, cfg, 5), degrade(hr, cfg, 5), degrade(hr, cfg, 6)
+    assert a.shape == (6, 3, 32, 32) and torch.equal(a, b) and not torch.equal(a, c)
+    assert 0 <= a.min() and a.max() <= 1
+    bic = degrade(hr, DegradationConfig(mode="bicubic"), 0)
+    assert bic.shape == (6, 3, 32, 32) and torch.equal(bic, degrade(hr, DegradationConfig(mode="bicubic"), 9))
+
+
+def test_degradation_parameters_drift_slowly_per_frame():
+    plan = draw_clip(DegradationConfig(drift=0.03), frames=20, seed=1)
+    levels = np.array([p.noise_level for p in plan.round1])
+    assert len(set(levels)) > 1  # drifts
+    assert np.abs(np.diff(levels) / levels[:-1]).max() < 0.2  # slowly
+    assert len({p.resize_mode for p in plan.round1}) == 1  # discrete choices are per clip
+
+
+def test_kernels_and_codec():
+    for kind in ("iso", "aniso", "generalized_aniso", "plateau_iso"):
+        k = KernelParams(kind, 11, 2.0, 1.0, 0.5, 1.5).kernel()
+        assert k.shape == (11, 11) and abs(k.sum().item() - 1) < 1e-5
+    assert abs(sinc_kernel(13, 1.5).sum().item() - 1) < 1e-5
+    hr = clip(8, 64)
+    out = video_codec(hr, "libx264", 20_000)
+    assert out.shape == hr.shape and 0.01 < (out - hr).abs().mean() < 0.3
+
+
+@pytest.mark.parametrize("mode", ["bogus"])
+def test_unknown_degradation_is_refused(mode):
+    with pytest.raises(ValueError, match="unknown degradation"):
+        degrade(clip(), DegradationConfig(mode=mode), 0)
