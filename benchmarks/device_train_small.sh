@@ -8,7 +8,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 start=$(date +%s)
-scripts/train_small.sh .carry/data > "$OUT/train.log" 2>&1
+timeout 545 scripts/train_small.sh .carry/data > "$OUT/train.log" 2>&1
 status=$?
 echo "training exit $status after $(( $(date +%s) - start )) s"
 grep -v "^step" "$OUT/train.log" | tail -n 25

@@ -28,12 +28,12 @@ stage() {  # stage NAME MINUTES
     echo "== $1"
     "${FLASHVSR[@]}" train "$1" "$CFG/$1.toml" "${common[@]}" --set "run.max_minutes=$2"
 }
-stage vae "${VAE_MIN:-2.0}"
+stage vae "${VAE_MIN:-1.8}"
 stage tcdecoder "${TC_MIN:-3.0}" > "$OUT/tcdecoder.log" 2>&1 &   # needs only the VAE: runs alongside
 tc=$!
-stage stage1 "${S1_MIN:-2.3}"
-stage stage2 "${S2_MIN:-1.2}"
-stage stage3 "${S3_MIN:-1.8}"
+stage stage1 "${S1_MIN:-2.2}"
+stage stage2 "${S2_MIN:-1.0}"
+stage stage3 "${S3_MIN:-1.6}"
 wait "$tc" || { cat "$OUT/tcdecoder.log"; exit 1; }
 tail -n 3 "$OUT/tcdecoder.log"
 

@@ -81,6 +81,7 @@ class SparseTrainConfig:
     local_ranges: tuple[int, ...] = (7, 9, 11)
     kv_slices: tuple[int, ...] = (2, 3, 4)
     sparse_ratio: float = 2.0
+    kernel: str = "auto"  # block-sparse kernel: auto (flex on CUDA), flex, gather or dense (small crops)
 
 
 @dataclass(frozen=True)
