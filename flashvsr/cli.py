@@ -151,6 +151,8 @@ def _run_jobs(upscaler, jobs, quiet: bool) -> int:
                 print(f"flashvsr: error: {_one_line(e)}", file=sys.stderr)
                 failed += 1
                 continue
+            for warning in result.warnings:
+                print(f"flashvsr: warning: {warning}", file=sys.stderr)
             if not quiet:
                 print(result.summary(), flush=True)
     return EXIT_FAILED if failed else 0
@@ -286,7 +288,7 @@ def _add_upscale_parser(sub) -> None:
     out.add_argument("--fps", type=frame_rate, default=DEFAULT_SEQUENCE_FPS,
                      help=f"frame rate of image inputs written as video, e.g. 24 or 30000/1001 (default {DEFAULT_SEQUENCE_FPS})")  # fmt: skip
     out.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: refuse)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary; errors only")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary; only errors and warnings")
     p.set_defaults(func=_upscale)
 
 
@@ -352,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM/SIGHUP turned into io.atomic.Interrupted
         print("flashvsr: interrupted; no partial output was left", file=sys.stderr)
         return getattr(e, "exit_code", EXIT_INTERRUPTED)
-    except Exception as e:  # noqa: BLE001 — the edge: one line, never a traceback
+    except Exception as e:  # the edge: users get one line, never a traceback
         if isinstance(e, _known_errors()):
             print(f"flashvsr: error: {_one_line(e)}", file=sys.stderr)
             return EXIT_FAILED

@@ -28,13 +28,28 @@ import torch
 from .io import IMAGE, IMAGE_SEQUENCE, VIDEO, MediaError, MediaInfo, TimedFrame, open_reader, probe
 from .io.atomic import AtomicOutput
 from .io.images import (
-    DEFAULT_IMAGE_FORMAT, DEFAULT_QUALITY, DEFAULT_SEQUENCE_FPS, IMAGE_FORMATS, IMAGE_SUFFIXES,
-    ImageOutputSpec, ImageSequenceWriter, SingleImageWriter, list_images, list_videos,
-)  # fmt: skip
+    DEFAULT_IMAGE_FORMAT,
+    DEFAULT_QUALITY,
+    DEFAULT_SEQUENCE_FPS,
+    IMAGE_FORMATS,
+    IMAGE_SUFFIXES,
+    ImageOutputSpec,
+    ImageSequenceWriter,
+    SingleImageWriter,
+    list_images,
+    list_videos,
+)
+from .io.media import plural
 from .io.video import (
-    DEFAULT_CODEC, MAX_CRF, VIDEO_CODECS, VIDEO_CONTAINERS, X264_PRESETS, VideoOutputSpec, VideoWriter,
+    DEFAULT_CODEC,
+    MAX_CRF,
+    VIDEO_CODECS,
+    VIDEO_CONTAINERS,
+    X264_PRESETS,
+    VideoOutputSpec,
+    VideoWriter,
     check_codec_fits,
-)  # fmt: skip
+)
 from .pipeline import Geometry, plan_geometry
 
 DEFAULT_SCALE = 4.0
@@ -77,11 +92,6 @@ class SizeRequest:
             return plan_geometry(info.height, info.width, self.effective_scale, self.width, self.height, even)
         except ValueError as e:
             raise ValueError(f"{info.path.name}: {e}") from None
-
-    def describe(self) -> str:
-        if self.width or self.height:
-            return f"{self.width or 'auto'}×{self.height or 'auto'}"
-        return f"x{self.effective_scale:g}"
 
 
 @dataclass(frozen=True)
@@ -135,6 +145,8 @@ class Job:
 
 @dataclass(frozen=True)
 class JobResult:
+    """What a finished job did; ``summary()`` is the line the command prints."""
+
     input: Path
     output: Path
     frames: int
@@ -144,7 +156,7 @@ class JobResult:
     peak_host_bytes: int
     peak_device_bytes: int | None
     audio_streams: int = 0
-    skipped_packets: int = 0
+    warnings: tuple[str, ...] = ()  # the output is complete, but the input was not what it claimed
 
     @property
     def fps(self) -> float:
@@ -156,13 +168,11 @@ class JobResult:
         if self.peak_device_bytes is not None:
             memory += f", {_gib(self.peak_device_bytes)} GPU"
         text = (
-            f"{self.input.name} → {self.output}: {self.frames} frames, {iw}×{ih} → {ow}×{oh}, "
+            f"{self.input.name} → {self.output}: {plural(self.frames, 'frame')}, {iw}×{ih} → {ow}×{oh}, "
             f"{self.seconds:.1f} s ({self.fps:.1f} fps), {memory}"
         )
         if self.audio_streams:
-            text += f", {self.audio_streams} audio stream{'s' if self.audio_streams > 1 else ''}"
-        if self.skipped_packets:
-            text += f"; warning: {self.skipped_packets} corrupt video packets could not be decoded"
+            text += f", {plural(self.audio_streams, 'audio stream')}"
         return text
 
 
@@ -193,9 +203,10 @@ def plan_jobs(
     output = Path(output)
     if batch:
         _check_batch_folder(output)
-        jobs = [_plan(info, _batch_output(info, output, settings), size, settings) for info in sources]
+        jobs = [_plan(info, *_batch_output(info, output, settings), size, settings) for info in sources]
     else:
-        jobs = [_plan(sources[0], output, size, settings, trailing_slash=str(output).endswith(("/", os.sep)))]
+        kind = _output_kind(sources[0], output, trailing_slash=str(output).endswith(("/", os.sep)))
+        jobs = [_plan(sources[0], output, kind, size, settings)]
     _check_distinct(jobs, [s.path for s in sources])
     return jobs
 
@@ -227,21 +238,24 @@ def _expand_inputs(paths: list[Path], settings: OutputSettings) -> tuple[list[Me
     return sources, batch
 
 
-def _batch_output(info: MediaInfo, folder: Path, settings: OutputSettings) -> Path:
+def _batch_output(info: MediaInfo, folder: Path, settings: OutputSettings) -> tuple[Path, str]:
+    """(path, kind) of one batch output: the input's name in ``folder``; a video keeps its
+    container when the codec fits in it, an image its format unless --format is given."""
     if info.kind == VIDEO:
         suffix = info.path.suffix.lower()
         try:
             check_codec_fits(settings.video_codec, folder / f"x{suffix}")
         except MediaError:
             suffix = settings.video_codec.extension
-        return folder / f"{info.path.stem}{suffix}"
+        return folder / f"{info.path.stem}{suffix}", VIDEO
     if info.kind == IMAGE:
         suffix = IMAGE_FORMATS[settings.image_format] if settings.image_format else info.path.suffix.lower()
-        return folder / f"{info.path.stem}{suffix}"
-    return folder / info.path.name
+        return folder / f"{info.path.stem}{suffix}", IMAGE
+    return folder / info.path.name, IMAGE_SEQUENCE
 
 
 def _output_kind(info: MediaInfo, output: Path, trailing_slash: bool) -> str:
+    """What a single input's output is, from its name: a video, an image, or else a folder."""
     suffix = output.suffix.lower()
     if trailing_slash or output.is_dir() or not suffix:
         return IMAGE_SEQUENCE
@@ -260,8 +274,7 @@ def _output_kind(info: MediaInfo, output: Path, trailing_slash: bool) -> str:
     )
 
 
-def _plan(info: MediaInfo, output: Path, size: SizeRequest, settings: OutputSettings, trailing_slash=False) -> Job:
-    kind = _output_kind(info, output, trailing_slash)
+def _plan(info: MediaInfo, output: Path, kind: str, size: SizeRequest, settings: OutputSettings) -> Job:
     if kind == VIDEO:
         check_codec_fits(settings.video_codec, output)
     _check_output_path(info, output, kind, settings.overwrite)
@@ -323,14 +336,14 @@ def run_job(
     started = time.monotonic()
     _reset_device_peak(upscaler)
     done = 0
-    with AtomicOutput(job.output, job.settings.overwrite, folder=job.output_kind == IMAGE_SEQUENCE) as partial:
-        with _opened(_writer(job, reader, partial)) as writer:
-            for frame in upscale_timed(upscaler, reader.frames(), job.geometry, cancel, label=str(job.input.path)):
-                writer.write(frame)
-                done += 1
-                if progress:
-                    progress(done, max(total, done))
-                _check_cancel(cancel)
+    output = AtomicOutput(job.output, job.settings.overwrite, folder=job.output_kind == IMAGE_SEQUENCE)
+    with output as partial, _opened(_writer(job, reader, partial)) as writer:
+        for frame in upscale_timed(upscaler, reader.frames(), job.geometry, cancel, label=str(job.input.path)):
+            writer.write(frame)
+            done += 1
+            if progress:
+                progress(done, max(total, done))
+            _check_cancel(cancel)
     if progress and done < total:
         progress(done, done)  # the container promised more frames than it had
     return JobResult(
@@ -343,8 +356,21 @@ def run_job(
         peak_host_bytes=peak_host_memory(),
         peak_device_bytes=_device_peak(upscaler),
         audio_streams=len(job.input.audio) if job.output_kind == VIDEO else 0,
-        skipped_packets=getattr(reader, "skipped_packets", 0),
+        warnings=_input_warnings(job, done, getattr(reader, "skipped_packets", 0)),
     )
+
+
+def _input_warnings(job: Job, decoded: int, skipped_packets: int) -> tuple[str, ...]:
+    """What the user should know about an input that decoded differently from its header."""
+    name, warnings = job.input.path.name, []
+    if skipped_packets:
+        warnings.append(f"{name}: {plural(skipped_packets, 'damaged video packet')} could not be decoded and were skipped")
+    if decoded < job.input.frames:
+        warnings.append(
+            f"{name}: the file declares {job.input.frames} frames but {decoded} could be decoded "
+            f"(edited files may trim some; otherwise the file is damaged)"
+        )
+    return tuple(warnings)
 
 
 def upscale_timed(

@@ -1,4 +1,4 @@
-"""Test media made on the spot with PyAV and Pillow, and the tiny model the io/cli/job tests use."""
+"""Test media made on the spot with PyAV and Pillow, and ways to read results back."""
 
 from __future__ import annotations
 
@@ -8,12 +8,7 @@ from pathlib import Path
 
 import av
 import numpy as np
-import pytest
 from PIL import Image
-
-from flashvsr.weights.loading import save_model
-
-from .conftest import tiny_models
 
 AUDIO_RATE = 48_000
 AUDIO_FRAME = 1024
@@ -160,32 +155,3 @@ def audio_seconds(path: Path, index: int = 0) -> float:
 
 def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-# --------------------------------------------------------------------------------------------
-# Fixtures (imported by the test modules that use them)
-
-
-@pytest.fixture(scope="module")
-def weights_dir(tmp_path_factory) -> Path:
-    """A tiny random FlashVSR model folder (v1.1 layout, both decoders)."""
-    return save_model(tiny_models(), tmp_path_factory.mktemp("weights") / "tiny-model")
-
-
-@pytest.fixture(scope="module")
-def upscaler(weights_dir, one_torch_thread):
-    from flashvsr.pipeline import Upscaler
-
-    return Upscaler.load(weights_dir, device="cpu", dtype="float32")
-
-
-@pytest.fixture(scope="module")
-def one_torch_thread():
-    """Tiny models on 2 shared cores run faster and steadier on one thread (no OpenMP spinning
-    against FFmpeg's encoder threads or other processes)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -13,7 +13,9 @@ import pytest
 
 from flashvsr.io import probe
 
-from .media_helpers import file_digest, weights_dir, write_video  # noqa: F401 — fixtures
+from .media_helpers import file_digest, write_video
+
+pytest_plugins = ["tests.media_fixtures"]  # fixtures: weights_dir
 
 LONG_FRAMES = 3000  # far more than a run gets through before it is stopped
 STARTUP_TIMEOUT = 120  # seconds for the command to import torch, load the model and start writing

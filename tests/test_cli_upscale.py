@@ -15,9 +15,9 @@ from flashvsr import cli
 from flashvsr.io import probe
 from flashvsr.pipeline import Upscaler
 
-from .media_helpers import (  # noqa: F401 — fixtures
-    file_digest, one_torch_thread, weights_dir, write_images, write_video,
-)  # fmt: skip
+from .media_helpers import file_digest, write_images, write_video
+
+pytest_plugins = ["tests.media_fixtures"]  # fixtures: weights_dir, one_torch_thread
 
 OPTIONS = [
     "--output", "--scale", "--width", "--height", "--weights", "--release", "--variant", "--prompt", "--device",
@@ -234,7 +234,7 @@ def test_bad_input_gives_one_clear_line(tmp_path, capsys, weights_dir, case):
     before = {p: file_digest(p) for p in inputs if p.is_file()}
     args = ["upscale", *inputs, "-o", tmp_path / "out.mp4", "--weights", weights_dir]
     args += [a.format(tmp=tmp_path, input=inputs[0]) for a in extra]
-    code, out, err = run(capsys, *args)
+    code, _out, err = run(capsys, *args)
     lines = err.strip().splitlines()
     assert code != 0
     assert len(lines) == 1, err
@@ -259,7 +259,7 @@ def test_errors_from_the_real_command_have_no_traceback(tmp_path):
     garbage = _garbage(tmp_path)[0]
     done = subprocess.run(
         [sys.executable, "-m", "flashvsr.cli", "upscale", garbage, "-o", tmp_path / "out.mp4"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr and "garbage.mp4" in done.stderr
@@ -272,7 +272,8 @@ def test_unreadable_input_is_reported(tmp_path):
     # root reads anything: run the command without the capabilities that let it
     without_root_override = _drop_file_read_override if os.geteuid() == 0 else None
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=120, preexec_fn=without_root_override)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False,
+                              preexec_fn=without_root_override)  # fmt: skip
     except subprocess.SubprocessError:  # a container without CAP_SETPCAP cannot drop capabilities
         pytest.skip("running as root and unable to give up root's permission to read any file")
     assert done.returncode == 1, done.stderr

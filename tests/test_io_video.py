@@ -104,7 +104,7 @@ def _write(path, data: bytes):
 
 
 def _spec(codec="h264", **kw):
-    base = dict(codec=VIDEO_CODECS[codec], width=64, height=48, rate=NTSC, time_base=Fraction(1, 30000))
+    base = {"codec": VIDEO_CODECS[codec], "width": 64, "height": 48, "rate": NTSC, "time_base": Fraction(1, 30000)}
     return VideoOutputSpec(**{**base, **kw})
 
 

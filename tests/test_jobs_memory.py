@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
-from .media_helpers import one_torch_thread, upscaler, weights_dir, write_video  # noqa: F401 — fixtures
+from .media_helpers import write_video
+
+pytest_plugins = ["tests.media_fixtures"]  # fixtures: upscaler
 
 LONG_FRAMES = 2400  # 96 s at 25 fps
 IN_SIZE, SCALE = 32, 4

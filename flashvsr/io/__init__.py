@@ -31,6 +31,13 @@ def open_reader(info: MediaInfo) -> VideoReader | ImageReader:
 
 
 __all__ = [
-    "probe", "open_reader", "MediaInfo", "AudioInfo", "TimedFrame", "MediaError",
-    "VIDEO", "IMAGE", "IMAGE_SEQUENCE",
-]  # fmt: skip
+    "IMAGE",
+    "IMAGE_SEQUENCE",
+    "VIDEO",
+    "AudioInfo",
+    "MediaError",
+    "MediaInfo",
+    "TimedFrame",
+    "open_reader",
+    "probe",
+]

@@ -56,10 +56,10 @@ class ColorInfo:
     transfer: int = TRANSFER_UNSPECIFIED
 
     @staticmethod
-    def of_frame(frame) -> "ColorInfo":
+    def of_frame(frame) -> ColorInfo:
         return ColorInfo(int(frame.colorspace), int(frame.color_range), int(frame.color_primaries), int(frame.color_trc))
 
-    def resolved(self, height: int, pixel_format: str = "") -> "ColorInfo":
+    def resolved(self, height: int, pixel_format: str = "") -> ColorInfo:
         """The matrix and range actually in use: the tags, or what players assume without them."""
         matrix = self.matrix
         if matrix not in SWSCALE_MATRIX and matrix != MATRIX_RGB:
@@ -69,7 +69,7 @@ class ColorInfo:
             color_range = RANGE_FULL if pixel_format.startswith("yuvj") else RANGE_LIMITED
         return replace(self, matrix=matrix, range=color_range)
 
-    def for_yuv_output(self) -> "ColorInfo":
+    def for_yuv_output(self) -> ColorInfo:
         """Tags for a YUV output: RGB sources (images, RGB video) get BT.709, limited range."""
         if self.matrix == MATRIX_RGB:
             return replace(self, matrix=MATRIX_BT709, range=RANGE_LIMITED)

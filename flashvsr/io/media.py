@@ -55,7 +55,7 @@ class MediaInfo:
         return self.width, self.height
 
     def summary(self) -> str:
-        parts = [f"{self.path.name}: {self.kind} {self.width}×{self.height}", f"{self.frames} frames"]
+        parts = [f"{self.path.name}: {self.kind} {self.width}×{self.height}", plural(self.frames, "frame")]
         if self.fps is not None and self.kind != IMAGE:
             parts.append(f"{_fps_text(self.fps)} fps")
         if self.duration is not None:
@@ -74,6 +74,10 @@ class TimedFrame:
     image: np.ndarray
     pts: int
     duration: int | None = None
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _fps_text(fps: Fraction) -> str:
