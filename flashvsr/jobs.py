@@ -439,7 +439,9 @@ def _video_spec(job: Job) -> VideoOutputSpec:
         color=info.color,
         crf=settings.crf,
         preset=settings.preset,
+        pixel_aspect=info.pixel_aspect,
         audio_source=info.path if is_video and info.audio else None,
+        metadata=info.tags,
     )
 
 

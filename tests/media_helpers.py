@@ -39,6 +39,8 @@ def write_video(
     rotation: int | None = None,
     color: dict | None = None,
     images: list[np.ndarray] | None = None,
+    sample_aspect_ratio: Fraction | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """A video with ``frames`` frames (timestamps ``pts`` in ``time_base``, default one frame per
     1/rate), optionally audio tracks (one per codec in ``audio``), a rotation and colour tags."""
@@ -51,6 +53,9 @@ def write_video(
         video.codec_context.time_base = time_base
         if rotation is not None:
             video.set_display_rotation(rotation)
+        out.metadata.update(metadata or {})
+        if sample_aspect_ratio is not None:
+            video.codec_context.sample_aspect_ratio = sample_aspect_ratio
         for key, value in (color or {}).items():
             setattr(video.codec_context, key, value)
         codecs = (audio,) if isinstance(audio, str) else tuple(audio or ())

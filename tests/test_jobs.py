@@ -49,6 +49,13 @@ def test_every_frame_at_exactly_the_requested_size(tmp_path, upscaler, frames, w
     assert video_timestamps(tmp_path / "out.mp4") == video_timestamps(source)
 
 
+def test_lossless_rgb_output_keeps_odd_sizes(tmp_path, upscaler):
+    source = write_video(tmp_path / "in.mkv", 3, 33, 17, codec="ffv1", pix_fmt="bgr0")
+    upscaler.upscale_file(source, tmp_path / "out.mkv", scale=3, codec="ffv1")
+    out = probe(tmp_path / "out.mkv")
+    assert (out.frames, out.width, out.height) == (3, 99, 51)  # no chroma subsampling: no rounding to even
+
+
 def test_ntsc_rate_timestamps_and_audio_are_kept(tmp_path, upscaler):
     source = write_video(tmp_path / "in.mp4", 45, 48, 32, rate=NTSC, time_base=Fraction(1, 30000), audio="aac")
     upscaler.upscale_file(source, tmp_path / "out.mp4", scale=2)
@@ -96,6 +103,20 @@ def test_rotated_video_comes_out_upright(tmp_path, weights_dir, one_torch_thread
     with av.open(str(tmp_path / "out.mp4")) as c:
         frame = next(c.decode(video=0)).to_ndarray(format="rgb24").astype(float)
     assert frame[96:].mean() > frame[:32].mean() + 100
+
+
+def test_container_metadata_is_kept(tmp_path, upscaler):
+    source = write_video(tmp_path / "in.mp4", 3, 32, 32, metadata={"title": "Holiday", "comment": "first day"})
+    upscaler.upscale_file(source, tmp_path / "out.mp4", scale=2)
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        assert (c.metadata["title"], c.metadata["comment"]) == ("Holiday", "first day")
+
+
+def test_anamorphic_pixel_shape_is_kept(tmp_path, upscaler):
+    source = write_video(tmp_path / "dvd.mkv", 3, 72, 48, sample_aspect_ratio=Fraction(32, 27))
+    upscaler.upscale_file(source, tmp_path / "out.mp4", scale=2)
+    out = probe(tmp_path / "out.mp4")
+    assert (out.width, out.height, out.pixel_aspect) == (144, 96, Fraction(32, 27))
 
 
 def test_colour_metadata_is_kept_and_colours_do_not_shift(tmp_path, upscaler):

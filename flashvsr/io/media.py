@@ -45,10 +45,12 @@ class MediaInfo:
     duration: float | None  # seconds
     time_base: Fraction  # unit of the frames' pts
     rotation: int = 0  # degrees counter-clockwise applied to the stored frames for display
+    pixel_aspect: Fraction | None = None  # non-square pixels (anamorphic video), as displayed; None: square
     codec: str | None = None
     pixel_format: str | None = None
     audio: tuple[AudioInfo, ...] = ()
     color: ColorInfo = field(default_factory=ColorInfo)
+    tags: dict[str, str] = field(default_factory=dict)  # container metadata: title, creation_time…
 
     @property
     def size(self) -> tuple[int, int]:
@@ -62,6 +64,8 @@ class MediaInfo:
             parts.append(f"{self.duration:.2f} s")
         if self.rotation:
             parts.append(f"rotated {self.rotation}°")
+        if self.pixel_aspect:
+            parts.append(f"pixel aspect {self.pixel_aspect.numerator}:{self.pixel_aspect.denominator}")
         if self.audio:
             parts.append("audio " + ", ".join(a.describe() for a in self.audio))
         return ", ".join(parts)

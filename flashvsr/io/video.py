@@ -28,6 +28,7 @@ FALLBACK_AUDIO_BITRATE = 192_000
 FALLBACK_AUDIO_RATE = 48_000
 AAC_FRAME_SAMPLES = 1024
 DEFAULT_FPS = Fraction(30)  # only for streams that declare no rate at all
+MUXER_OWN_TAGS = frozenset({"encoder", "major_brand", "minor_version", "compatible_brands"})  # rewritten on output
 
 
 # --------------------------------------------------------------------------------------------
@@ -127,10 +128,12 @@ def probe_video(path: Path) -> MediaInfo:
             duration=_duration(container, stream),
             time_base=stream.time_base or Fraction(1, 1),
             rotation=rotation,
+            pixel_aspect=_pixel_aspect(stream, rotation),
             codec=stream.codec_context.name,
             pixel_format=first.format.name,
             audio=tuple(_audio_info(a) for a in container.streams.audio),
             color=_source_color(first),
+            tags={k: v for k, v in container.metadata.items() if k not in MUXER_OWN_TAGS},
         )
     if info.frames <= 0:  # the container does not say: count packets (no decoding)
         info = _with_frames(info, count_video_packets(path))
@@ -166,6 +169,14 @@ def _first_frame(container, stream, path: Path):
     except av.error.FFmpegError as e:
         raise MediaError(f"{path}: cannot decode the video ({_reason(e)})") from None
     raise MediaError(f"{path}: the video has no frames")
+
+
+def _pixel_aspect(stream, rotation: int) -> Fraction | None:
+    """Width:height of one pixel as displayed (turning the frame a quarter turns it over)."""
+    sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    if not sar or sar == 1:
+        return None
+    return 1 / Fraction(sar) if rotation % 180 else Fraction(sar)
 
 
 def _duration(container, stream) -> float | None:
@@ -289,6 +300,7 @@ class VideoOutputSpec:
     color: ColorInfo = SRGB
     crf: int | None = None
     preset: str | None = None
+    pixel_aspect: Fraction | None = None  # keep anamorphic video's pixel shape
     audio_source: Path | None = None  # copy every audio stream of this file
     metadata: dict[str, str] = field(default_factory=dict)
 
@@ -320,6 +332,8 @@ class VideoWriter:
         stream.codec_context.time_base = spec.time_base
         if codec.codec_tag:
             stream.codec_context.codec_tag = codec.codec_tag
+        if spec.pixel_aspect:
+            stream.codec_context.sample_aspect_ratio = spec.pixel_aspect
         tag_codec(stream.codec_context, self.color)
         return stream
 
