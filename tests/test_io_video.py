@@ -178,3 +178,16 @@ def test_prores_in_mp4_is_refused_before_writing(tmp_path):
     with pytest.raises(MediaError, match="MP4"):
         check_codec_fits(VIDEO_CODECS["prores"], tmp_path / "out.mp4")
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_size_changes_and_timestamp_restarts_midstream_are_evened_out(tmp_path):
+    # two MPEG-TS files glued together: the second restarts its clock at another size
+    first = write_video(tmp_path / "a.ts", 5, 32, 32)
+    second = write_video(tmp_path / "b.ts", 5, 48, 40)
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    frames = list(open_reader(probe(joined)).frames())
+    assert len(frames) == 10
+    assert {f.image.shape for f in frames} == {(32, 32, 3)}
+    pts = [f.pts for f in frames]
+    assert pts == sorted(set(pts))  # strictly increasing, as encoders require

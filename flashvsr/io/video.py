@@ -164,11 +164,20 @@ def _video_stream(container, path: Path):
 
 def _first_frame(container, stream, path: Path):
     try:
-        for frame in container.decode(stream):
-            return frame
+        for packet in container.demux(stream):
+            for frame in _decode_or_skip(packet):
+                return frame
     except av.error.FFmpegError as e:
         raise MediaError(f"{path}: cannot decode the video ({_reason(e)})") from None
     raise MediaError(f"{path}: the video has no frames")
+
+
+def _decode_or_skip(packet) -> list:
+    """The packet's frames, or none when it is damaged (FFmpeg's tools skip those too)."""
+    try:
+        return packet.decode()
+    except av.error.InvalidDataError:
+        return []
 
 
 def _pixel_aspect(stream, rotation: int) -> Fraction | None:
@@ -253,13 +262,15 @@ class VideoReader:
     def _decode_packet(self, packet):
         try:
             return packet.decode()
-        except av.error.InvalidDataError:
+        except av.error.InvalidDataError:  # damaged: skipped and counted, as FFmpeg's tools skip it
             self.skipped_packets += 1
             return []
 
     def _upright_rgb(self, frame) -> np.ndarray:
         options = decode_options(self.info.color, frame.format.is_rgb)
-        image = frame.to_ndarray(format="rgb24", **options)
+        # streams that change resolution midway are scaled to the first frame's size, as ffmpeg does
+        width, height = (self.info.height, self.info.width) if self.info.rotation % 180 else self.info.size
+        image = frame.to_ndarray(format="rgb24", width=width, height=height, **options)
         turns = _quarter_turns(self.info.rotation)
         return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
 
