@@ -145,3 +145,16 @@ def test_kernels_and_codec():
 def test_unknown_degradation_is_refused(mode):
     with pytest.raises(ValueError, match="unknown degradation"):
         degrade(clip(), DegradationConfig(mode=mode), 0)
+
+
+def test_frame_store_serves_the_same_frames_to_every_reader(tmp_path):
+    from flashvsr.data.media import SegmentCache
+
+    make_media(tmp_path)
+    direct = SegmentCache(tmp_path, max_short_side=96).get("v/moving.mp4", "video", 5, 20)
+    stored = SegmentCache(tmp_path, max_short_side=96, frame_store=str(tmp_path / "store"))
+    first = stored.get("v/moving.mp4", "video", 5, 20)
+    assert first.shape == (20, 96, 96, 3) and np.array_equal(np.asarray(first), direct)
+    assert len(list((tmp_path / "store").glob("*.npy"))) == 1
+    again = SegmentCache(tmp_path, max_short_side=96, frame_store=str(tmp_path / "store")).get("v/moving.mp4", "video", 5, 20)
+    assert isinstance(again, np.memmap) or again.base is not None  # mapped, not decoded again

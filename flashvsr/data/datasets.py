@@ -82,12 +82,12 @@ class ClipDataset(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         worker = info.id if info else 0
         rng = random.Random((self.seed * 1_000_003 + self.rank) * 997 + worker)
-        self.cache = SegmentCache(self.root, self.cfg.max_short_side)
+        self.cache = SegmentCache(self.root, self.cfg.max_short_side, frame_store=self.cfg.frame_store)
         while True:
             yield self.sample(rng)
 
     def sample(self, rng: random.Random) -> Sample:
-        self.cache = self.cache or SegmentCache(self.root, self.cfg.max_short_side)
+        self.cache = self.cache or SegmentCache(self.root, self.cfg.max_short_side, frame_store=self.cfg.frame_store)
         if self.images and (not self.videos or rng.random() < self.cfg.image_prob):
             return self.sample_image(rng)
         return self.sample_video(rng)
@@ -138,9 +138,15 @@ def collate(samples: list[Sample]) -> dict[str, torch.Tensor]:
     }
 
 
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)  # workers are processes: threads inside them only oversubscribe cores
+
+
 def loader(dataset: ClipDataset, batch_size: int, workers: int) -> Iterator[dict[str, torch.Tensor]]:
     """Batches of same-kind samples (a batch never mixes photos and clips)."""
-    dl = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers, persistent_workers=workers > 0)
+    dl = torch.utils.data.DataLoader(
+        dataset, batch_size=None, num_workers=workers, persistent_workers=workers > 0, worker_init_fn=_one_thread
+    )
     pending: dict[bool, list[Sample]] = {True: [], False: []}
     for sample in dl:
         group = pending[sample.is_image]

@@ -6,6 +6,8 @@ small per-process cache, which suits data sets of up to a few thousand clips per
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from collections import OrderedDict
 from pathlib import Path
@@ -89,13 +91,33 @@ def capped(frames: np.ndarray, max_short_side: int) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BICUBIC, reducing_gap=None)) for f in frames])
 
 
-class SegmentCache:
-    """Decoded (and prescaled) segments, least recently used dropped first (per worker)."""
+def frame_file(folder: Path, path: str, kind: str, start: int, frames: int, max_short_side: int) -> Path:
+    key = f"{path}|{kind}|{start}|{frames}|{max_short_side}".encode()
+    return Path(folder) / f"{hashlib.sha1(key).hexdigest()[:20]}.npy"
 
-    def __init__(self, root: Path, max_short_side: int = 0, max_bytes: int = 4 * 2**30):
+
+def store_segment(folder: Path, root: Path, path: str, kind: str, start: int, frames: int, max_short_side: int) -> Path:
+    """Decode a segment once into ``folder`` as .npy (atomically); later reads map it."""
+    out = frame_file(folder, path, kind, start, frames, max_short_side)
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, capped(read_segment(root, path, kind, start, frames), max_short_side))
+        tmp.replace(out)
+    return out
+
+
+class SegmentCache:
+    """Decoded (and prescaled) segments, least recently used dropped first (per worker).
+    With ``frame_store`` (a folder filled by ``flashvsr data cache``), segments are
+    memory-mapped from disk and shared by every worker and stage instead."""
+
+    def __init__(self, root: Path, max_short_side: int = 0, max_bytes: int = 4 * 2**30, frame_store: str = ""):
         self.root = Path(root)
         self.max_short_side = max_short_side
         self.max_bytes = max_bytes
+        self.frame_store = Path(frame_store) if frame_store else None
         self._items: OrderedDict[tuple, np.ndarray] = OrderedDict()
 
     def get(self, path: str, kind: str, start: int, frames: int) -> np.ndarray:
@@ -103,7 +125,11 @@ class SegmentCache:
         if key in self._items:
             self._items.move_to_end(key)
             return self._items[key]
-        value = capped(read_segment(self.root, path, kind, start, frames), self.max_short_side)
+        if self.frame_store is not None:
+            stored = store_segment(self.frame_store, self.root, path, kind, start, frames, self.max_short_side)
+            value = np.load(stored, mmap_mode="r")
+        else:
+            value = capped(read_segment(self.root, path, kind, start, frames), self.max_short_side)
         self._items[key] = value
         while len(self._items) > 1 and sum(v.nbytes for v in self._items.values()) > self.max_bytes:
             self._items.popitem(last=False)

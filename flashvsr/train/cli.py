@@ -94,6 +94,17 @@ def _select(args) -> int:
     return 0
 
 
+def _cache(args) -> int:
+    from ..data.manifest import read_manifest
+    from ..data.media import store_segment
+
+    segments = read_manifest(args.manifest)
+    for seg in segments:
+        store_segment(Path(args.output), Path(args.root), seg.path, seg.kind, seg.start, seg.frames, args.max_short_side)
+    print(f"{len(segments)} segments decoded into {args.output}")
+    return 0
+
+
 def add_data_parser(sub) -> None:
     data = sub.add_parser("data", help="curate training data: score segments, select a manifest")
     dsub = data.add_subparsers(dest="data_command", required=True)
@@ -116,6 +127,12 @@ def add_data_parser(sub) -> None:
         sel.add_argument("--" + name.replace("_", "-"), dest=name, type=float)
     sel.add_argument("--exclude", action="append", default=[], help="hold out paths matching this pattern")
     sel.set_defaults(func=_select)
+    cache = dsub.add_parser("cache", help="decode a manifest's segments once into a folder training reads from")
+    cache.add_argument("manifest")
+    cache.add_argument("--root", required=True, help="data root of the manifest's paths")
+    cache.add_argument("-o", "--output", required=True, help="folder for the decoded segments (data.frame_store)")
+    cache.add_argument("--max-short-side", type=int, default=0, help="as data.max_short_side in the configs")
+    cache.set_defaults(func=_cache)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

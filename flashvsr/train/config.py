@@ -25,6 +25,7 @@ class RunConfig:
     out_dir: str = "runs/experiment"
     steps: int = 1000
     max_minutes: float = 0.0  # > 0: also stop (and save) once this much time has passed
+    echo: int = 1  # optimizer steps per loaded batch (fresh noise each time): data echoing when loading is slow
     seed: int = 0
     precision: str = "bf16"  # "bf16" autocast, or "fp32"
     gradient_checkpointing: bool = False
@@ -44,6 +45,7 @@ class DataConfig:
     latent_frames: int = 3  # T: HR clip of 4T−3 frames, LQ clip of 4T+1 (the DiT looks 4 ahead)
     crop: int = 256  # HR crop side (multiples of 128 for sparse attention)
     max_short_side: int = 0  # > 0: downscale larger sources first (720p → 384p HR: fewer codec artefacts)
+    frame_store: str = ""  # folder of decoded segments (flashvsr data cache), shared by workers
     scale: int = 4
     frame_step: tuple[int, ...] = (1, 2)  # temporal stride choices: more motion per clip
     image_prob: float = 0.0  # chance a sample is a photo (a 1-latent video)
@@ -109,6 +111,8 @@ class DecoderLossConfig:
     vae_weight: float = 1.0
     lpips_weight: float = 2.0
     lpips_weights: str = ""
+    latent_noise: float = 0.0  # > 0: perturb latents by N(0, σ²), σ ~ U(0, this) (not in the paper):
+    #                             teaches a decoder for a small, briefly distilled DiT to lean on the LQ frames
 
 
 @dataclass(frozen=True)
@@ -211,7 +215,9 @@ def resolve_paths(cfg: TrainConfig, base: Path) -> TrainConfig:
     return dataclasses.replace(
         cfg,
         run=dataclasses.replace(cfg.run, out_dir=fix(cfg.run.out_dir)),
-        data=dataclasses.replace(cfg.data, manifest=fix(cfg.data.manifest), root=fix(cfg.data.root)),
+        data=dataclasses.replace(
+            cfg.data, manifest=fix(cfg.data.manifest), root=fix(cfg.data.root), frame_store=fix(cfg.data.frame_store)
+        ),
         init=fix(cfg.init),
         vae=fix(cfg.vae),
         flow=dataclasses.replace(cfg.flow, init_dit=fix(cfg.flow.init_dit)),

@@ -372,6 +372,9 @@ class TCDecoderTask(BaseTask):
         with torch.no_grad():
             latents = self.vae.encode(hr)
             vae_frames = self.vae.decode(latents)
+            if c.latent_noise > 0:
+                sigma = c.latent_noise * torch.rand(latents.shape[0], 1, 1, 1, 1, device=self.device)
+                latents = latents + sigma * torch.randn_like(latents)
         with self.trainer.autocast():
             frames = self.trainable["tc_decoder"](latents, lq_condition_frames(batch["lq"], hr.shape[2])).float()
         gt_mse, vae_mse = F.mse_loss(frames, hr), F.mse_loss(frames, vae_frames)

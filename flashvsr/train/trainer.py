@@ -128,8 +128,10 @@ class Trainer:
         self.resume()
         last: dict[str, float] = {}
         start, t0 = self.step, time.perf_counter()
+        batch = None
         while self.step < run.steps and not self._out_of_time(t0):
-            batch = {k: v.to(self.env.device, non_blocking=True) for k, v in next(batches).items()}
+            if batch is None or (self.step - start) % run.echo == 0:
+                batch = {k: v.to(self.env.device, non_blocking=True) for k, v in next(batches).items()}
             losses = self.task.train_step(batch, self.step)
             self.update_ema()
             self.step += 1
