@@ -183,6 +183,84 @@ def _probe(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# flashvsr ui
+
+UI_EXTRA_HINT = 'pip install "flashvsr[ui]"  (in a checkout: pip install -e ".[ui]")'
+UI_PACKAGES = frozenset({"fastapi", "uvicorn", "starlette", "pydantic", "anyio"})  # the optional [ui] extra
+
+
+def _ui(args: argparse.Namespace) -> int:
+    try:
+        from .ui.server import serve
+    except ImportError as e:
+        if (e.name or "").split(".")[0] not in UI_PACKAGES:
+            raise
+        print(f"flashvsr: error: flashvsr ui needs the web UI dependencies ({e.name} is missing): {UI_EXTRA_HINT}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_FAILED
+    from .ui.config import MIB, UIConfig
+
+    config = UIConfig(
+        host=args.host,
+        port=args.port,
+        weights=tuple(Path(w).expanduser() for w in args.weights),
+        device=args.device,
+        dtype=args.dtype,
+        threads=args.threads,
+        max_upload_bytes=args.max_upload_mb * MIB,
+        max_duration_s=args.max_duration,
+        temp_parent=Path(args.temp_dir) if args.temp_dir else None,
+    )
+    try:
+        serve(config, open_browser=args.open)
+    except KeyboardInterrupt:  # Ctrl-C is how a server is stopped: not an error
+        print("flashvsr ui: stopped; its temporary files were removed", file=sys.stderr)
+    return 0
+
+
+UI_DESCRIPTION = """\
+A local web app: upload videos or images, choose the model and settings, see each input's
+properties and output size before starting, follow progress, cancel, download the results and
+compare before/after. Jobs run one at a time and the model stays loaded between them. The page
+uses the same HTTP API that scripts can call (see the README: "Web UI").
+
+Uploads and outputs live in a temporary folder that is removed when the server stops.
+By default it listens on 127.0.0.1 (this machine only): the UI has no login.
+
+examples:
+  flashvsr ui                                   # http://127.0.0.1:7860/ with the bundled model
+  flashvsr ui --weights FlashVSR-v1.1 --open    # offer the official v1.1 weights; open a browser
+  flashvsr ui --port 0 --max-upload-mb 500 --max-duration 120
+"""
+
+
+def _add_ui_parser(sub) -> None:
+    from .ui.config import DEFAULT_HOST, DEFAULT_MAX_DURATION_S, DEFAULT_MAX_UPLOAD_MB, DEFAULT_PORT
+
+    p = sub.add_parser("ui", help="a local web app for upscaling (and its HTTP API)", description=UI_DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help=f"interface to listen on (default {DEFAULT_HOST}, this machine only); 0.0.0.0 exposes the "
+                        f"UI to your network, which it does not protect with a login: a warning is printed")  # fmt: skip
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT}; 0 picks a free one)")
+    p.add_argument("--weights", action="append", default=[], metavar="DIR",
+                   help="a model folder to offer (official v1 / v1.1 or a FlashVSR model folder); repeat for "
+                        "several; the first is the default (default: the bundled model)")  # fmt: skip
+    p.add_argument("--device", help="torch device: cuda, cuda:1, cpu (default: cuda if available, else cpu)")
+    p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"],
+                   help="compute precision (default: bfloat16 on GPU, float32 on CPU)")  # fmt: skip
+    p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--max-upload-mb", type=positive_int, default=DEFAULT_MAX_UPLOAD_MB,
+                   help=f"largest accepted upload in MiB (default {DEFAULT_MAX_UPLOAD_MB})")  # fmt: skip
+    p.add_argument("--max-duration", type=positive_float, default=DEFAULT_MAX_DURATION_S, metavar="SECONDS",
+                   help=f"longest accepted video in seconds (default {DEFAULT_MAX_DURATION_S:g})")  # fmt: skip
+    p.add_argument("--temp-dir", metavar="DIR",
+                   help="where the server's temporary folder is made (default: the system's temporary folder)")  # fmt: skip
+    p.add_argument("--open", action="store_true", help="open the page in the default web browser")
+    p.set_defaults(func=_ui)
+
+
+# --------------------------------------------------------------------------------------------
 # Argument types: each turns a bad value into a one-line usage error
 
 
@@ -308,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_upscale_parser(sub)
     _add_probe_parser(sub)
+    _add_ui_parser(sub)
 
     bench = sub.add_parser("bench", help="time the streaming pipeline on a GPU (random official-size weights)")
     bench.add_argument("--height", type=int, default=768, help="output height (default 768)")

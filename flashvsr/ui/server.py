@@ -1,0 +1,52 @@
+"""Running the web app: bind, say where it is, serve until Ctrl-C, remove every temporary file."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import webbrowser
+
+import uvicorn
+
+from .app import create_app
+from .config import UIConfig, exposure_warning
+
+SHUTDOWN_GRACE_S = 3  # open downloads and video streams get this long to finish on Ctrl-C
+
+
+def serve(config: UIConfig, open_browser: bool = False) -> None:
+    """Serve until interrupted. The socket is bound first, so ``port=0`` works and the printed
+    address is the real one."""
+    sock = _bind(config.host, config.port)
+    host, port = sock.getsockname()[:2]
+    url = f"http://{_url_host(host)}:{port}/"
+    warning = exposure_warning(config.host, port)
+    if warning:
+        print(f"flashvsr: warning: {warning}", file=sys.stderr)
+    app = create_app(config)
+    print(f"FlashVSR web UI: {url}  (temporary files in {app.state.services.workspace.root}; Ctrl-C to stop)",
+          flush=True)  # fmt: skip
+    if open_browser:
+        webbrowser.open(url)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        app.state.services.close()  # also when uvicorn stopped before the app's shutdown ran
+        sock.close()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port} ({e.strerror}); choose another --port or --host") from None
+    return sock
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
