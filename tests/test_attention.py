@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from flashvsr.attention import masks
-from flashvsr.attention.backends import dense_block_sparse, gather_block_sparse, resolve_backend
-from flashvsr.attention.lcsa import AttentionPlan, KVCache, append_and_trim
+from flashvsr.attention.backends import dense_block_sparse, gather_block_sparse, merge_partial_attention, resolve_backend
+from flashvsr.attention.lcsa import AttentionPlan, SlotTable
 
 
 def test_local_mask_is_centred_and_truncated():
@@ -28,12 +28,14 @@ def test_windows_round_trip_and_grouping():
     f, h, w, heads, d = 4, 16, 24, 3, 5
     x = torch.randn(2, f * h * w, heads, d)
     win = masks.to_windows(x, f, h, w)
-    assert win.shape == (2, heads, (f // 2) * (h // 8) * (w // 8), 128, d)
-    assert torch.equal(masks.from_windows(win, f, h, w), x.flatten(2))
-    # window 1 of slice 0 holds tokens t∈{0,1}, y∈0..7, x∈8..15
+    assert win.shape == x.shape
+    assert torch.equal(masks.from_windows(win, f, h, w), x)
+    # window 1 of slice 0 holds tokens t∈{0,1}, y∈0..7, x∈8..15, in (t, y, x) order
     grid = x.view(2, f, h, w, heads, d)
-    expect = grid[:, 0:2, 0:8, 8:16].permute(0, 4, 1, 2, 3, 5).reshape(2, heads, 128, d)
-    assert torch.equal(win[:, :, 1], expect)
+    expect = grid[:, 0:2, 0:8, 8:16].reshape(2, 128, heads, d)
+    assert torch.equal(win[:, 128:256], expect)
+    pooled = masks.pooled_windows(win)
+    torch.testing.assert_close(pooled[:, :, 1], expect.mean(dim=1))
 
 
 def test_joint_topk_keeps_strictly_greater_than_threshold():
@@ -63,10 +65,11 @@ def test_topk_larger_than_slice_keeps_all_but_the_smallest():
 
 
 def random_qkv(nq=5, nk=7, heads=2, d=16, seed=0):
+    """Window-ordered (B, L, heads, d) tokens and a block mask with an empty row."""
     g = torch.Generator().manual_seed(seed)
-    q = torch.randn(1, heads, nq, 128, d, generator=g)
-    k = torch.randn(1, heads, nk, 128, d, generator=g)
-    v = torch.randn(1, heads, nk, 128, d, generator=g)
+    q = torch.randn(1, nq * 128, heads, d, generator=g)
+    k = torch.randn(1, nk * 128, heads, d, generator=g)
+    v = torch.randn(1, nk * 128, heads, d, generator=g)
     mask = torch.rand(1, heads, nq, nk, generator=g) < 0.4
     mask[0, 0, 1] = False  # a query window with no key window
     mask[0, 1, 2] = True
@@ -75,27 +78,54 @@ def random_qkv(nq=5, nk=7, heads=2, d=16, seed=0):
 
 def test_dense_kernel_is_exact_masked_softmax():
     q, k, v, mask = random_qkv()
-    out = dense_block_sparse(q, k, v, mask)
+    out = dense_block_sparse(q, [(k, v, mask)])
     h, i = 1, 3  # check one query window by hand
     keys = mask[0, h, i].nonzero().flatten()
-    kk = k[0, h, keys].reshape(-1, 16)
-    vv = v[0, h, keys].reshape(-1, 16)
-    ref = torch.softmax(q[0, h, i] @ kk.T / 4.0, dim=-1) @ vv
-    torch.testing.assert_close(out[0, h, i], ref, rtol=1e-5, atol=1e-5)
-    assert torch.all(out[0, 0, 1] == 0), "a window that selects nothing outputs zeros"
+    tokens = torch.cat([torch.arange(j * 128, (j + 1) * 128) for j in keys.tolist()])
+    qq = q[0, i * 128 : (i + 1) * 128, h]
+    ref = torch.softmax(qq @ k[0, tokens, h].T / 4.0, dim=-1) @ v[0, tokens, h]
+    torch.testing.assert_close(out[0, i * 128 : (i + 1) * 128, h], ref, rtol=1e-5, atol=1e-5)
+    assert torch.all(out[0, 128:256, 0] == 0), "a window that selects nothing outputs zeros"
 
 
 def test_gather_kernel_equals_dense(monkeypatch):
     q, k, v, mask = random_qkv(nq=9, nk=11, seed=3)
-    ref = dense_block_sparse(q, k, v, mask)
-    torch.testing.assert_close(gather_block_sparse(q, k, v, mask), ref, rtol=1e-5, atol=1e-5)
+    ref = dense_block_sparse(q, [(k, v, mask)])
+    torch.testing.assert_close(gather_block_sparse(q, [(k, v, mask)]), ref, rtol=1e-5, atol=1e-5)
     # chunked over query windows gives the same result
     import flashvsr.attention.backends as backends
 
     monkeypatch.setattr(backends, "GATHER_CHUNK_BYTES", 1)
-    torch.testing.assert_close(gather_block_sparse(q, k, v, mask), ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gather_block_sparse(q, [(k, v, mask)]), ref, rtol=1e-5, atol=1e-5)
     empty = torch.zeros_like(mask)
-    assert torch.all(gather_block_sparse(q, k, v, empty) == 0)
+    assert torch.all(gather_block_sparse(q, [(k, v, empty)]) == 0)
+
+
+def test_parts_equal_one_concatenated_key_set():
+    q, k, v, mask = random_qkv(nq=6, nk=10, seed=4)
+    whole = dense_block_sparse(q, [(k, v, mask)])
+    parts = [(k[:, : 4 * 128], v[:, : 4 * 128], mask[..., :4]), (k[:, 4 * 128 :], v[:, 4 * 128 :], mask[..., 4:])]
+    torch.testing.assert_close(gather_block_sparse(q, parts), whole, rtol=1e-5, atol=1e-5)
+
+
+def _part_with_lse(q, k, v, mask):
+    """(output, log-sum-exp) of one part, as FlexAttention returns them, in (B, H, L, d)."""
+    b, lq, h, d = q.shape
+    tm = mask[:, :, :, None, :, None].expand(b, h, lq // 128, 128, k.shape[1] // 128, 128).reshape(b, h, lq, -1)
+    scores = (q.transpose(1, 2) @ k.transpose(1, 2).transpose(-1, -2) / d**0.5).masked_fill(~tm, float("-inf"))
+    return scores.softmax(-1).nan_to_num(0.0) @ v.transpose(1, 2), scores.logsumexp(-1)
+
+
+def test_log_sum_exp_merge_is_exact():
+    q, k, v, mask = random_qkv(nq=6, nk=10, seed=5)
+    mask[0, 0, 2, :] = False  # a row empty in both parts
+    mask[0, 1, 3, 4:] = False  # a row empty in the second part only
+    whole = dense_block_sparse(q, [(k, v, mask)]).transpose(1, 2)
+    a = _part_with_lse(q, k[:, :512], v[:, :512], mask[..., :4])
+    b = _part_with_lse(q, k[:, 512:], v[:, 512:], mask[..., 4:])
+    merged = merge_partial_attention([a[0], b[0]], [a[1], b[1]])
+    torch.testing.assert_close(merged, whole, rtol=1e-5, atol=1e-5)
+    assert torch.all(merged[0, 0, 2 * 128 : 3 * 128] == 0)
 
 
 def test_backend_resolution_never_silently_falls_back():
@@ -106,17 +136,16 @@ def test_backend_resolution_never_silently_falls_back():
         resolve_backend("magic", "cpu")
 
 
-def test_kv_cache_drops_one_oldest_slice():
-    plan = AttentionPlan.build(16, 16, local_range=3, topk_ratio=1.0, kv_slices=3)
-    s = plan.windows_per_slice
-    assert s == 4
-    first = torch.arange(3 * s).float().view(1, 1, 3 * s, 1, 1)
-    cache = append_and_trim(None, first, first, plan)
-    assert cache.slices(s) == 3  # call 0: three slices, none dropped
-    nxt = torch.full((1, 1, s, 1, 1), 99.0)
-    cache = append_and_trim(cache, nxt, nxt, plan)
-    assert cache.slices(s) == 3
-    assert cache.k[0, 0, :s].flatten().tolist() == list(range(s, 2 * s))  # oldest slice gone
-    small = AttentionPlan.build(16, 16, local_range=3, topk_ratio=1.0, kv_slices=1)
-    assert append_and_trim(None, first, first, small).slices(s) == 2  # one slice only per call
-    assert isinstance(cache, KVCache)
+def test_cache_slots_follow_the_reference_rule():
+    table = SlotTable(capacity=3)
+    first = table.plan(new_slices=3, kv_slices=3)
+    assert first.read == () and first.writes == ((0, 0), (1, 1), (2, 2)) and first.after == (0, 1, 2)
+    table.order = list(first.after)
+    second = table.plan(new_slices=1, kv_slices=3)  # 4 slices > 3: the oldest (slot 0) goes
+    assert second.read == (0, 1, 2) and second.writes == ((0, 0),) and second.after == (1, 2, 0)
+    table.order = list(second.after)
+    assert table.plan(1, 3).writes == ((0, 1),) and table.plan(1, 3).after == (2, 0, 1)
+    small = SlotTable(capacity=AttentionPlan.build(16, 16, 3, 1.0, kv_slices=1).cache_capacity)
+    assert small.capacity == 2  # one slice dropped per call: two stay after the first call
+    plan = small.plan(3, kv_slices=1)
+    assert plan.writes == ((1, 0), (2, 1)) and plan.after == (0, 1)

@@ -2,13 +2,18 @@
 
 Every backend computes the same function: each query window attends, with exact softmax
 (scale 1/√d), to the tokens of the key windows its mask row selects; a row that selects no
-window outputs zeros. Layout: q (B, heads, Qw, 128, d), k and v (B, heads, Kw, 128, d),
-mask (B, heads, Qw, Kw) bool → output shaped like q.
+window outputs zeros.
 
-- ``dense``: token-level masked softmax; the plain oracle, for tests and tiny inputs.
+Layout: tokens in window order (128 consecutive tokens per window) as (B, L, heads, d).
+Keys and values come in *parts* — e.g. the KV cache's fixed slots and the current call's
+windows — each with its own block mask (B, heads, Q windows, part's K windows); the softmax
+runs over all parts together. The output is (B, Lq, heads, d).
+
+- ``dense``: token-level masked softmax over the concatenated parts; the plain oracle.
 - ``gather``: gathers each query window's selected key windows; cost grows with the number
   of selected windows, not with Qw·Kw. The CPU default.
-- ``flex``: PyTorch FlexAttention with a 128×128 block mask; the CUDA default.
+- ``flex``: PyTorch FlexAttention with a 128×128 block mask per part, parts merged exactly
+  through their log-sum-exp (no copy of the cache). The CUDA default.
 
 No backend falls back to dense attention silently: an unknown or unavailable backend raises.
 """
@@ -16,72 +21,121 @@ No backend falls back to dense attention silently: an unknown or unavailable bac
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
-BlockSparseAttention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+from ..config import WINDOW_TOKENS
+
+KVPart = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # keys, values, block mask
+BlockSparseAttention = Callable[[torch.Tensor, Sequence[KVPart]], torch.Tensor]
 
 # Working-set budget of one gather chunk (gathered keys, values and scores), in bytes.
 GATHER_CHUNK_BYTES = 256 * 2**20
 
 
-def dense_block_sparse(q, k, v, mask):
-    b, h, nq, t, d = q.shape
-    nk = k.shape[2]
-    token_mask = mask[:, :, :, None, :, None].expand(b, h, nq, t, nk, t).reshape(b, h, nq * t, nk * t)
-    scores = (q.reshape(b, h, nq * t, d).float() @ k.reshape(b, h, nk * t, d).float().transpose(-1, -2)) / math.sqrt(d)
+def _joined(parts: Sequence[KVPart]) -> KVPart:
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(torch.cat(xs, dim=1 if i < 2 else -1) for i, xs in enumerate(zip(*parts)))  # type: ignore[return-value]
+
+
+def _as_windows(x: torch.Tensor) -> torch.Tensor:
+    """(B, L, H, d) → (B, H, W, 128, d)."""
+    b, n, h, d = x.shape
+    return x.view(b, n // WINDOW_TOKENS, WINDOW_TOKENS, h, d).permute(0, 3, 1, 2, 4)
+
+
+def _from_windows(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, 128, d) → (B, L, H, d)."""
+    b, h, w, t, d = x.shape
+    return x.permute(0, 2, 3, 1, 4).reshape(b, w * t, h, d)
+
+
+def dense_block_sparse(q: torch.Tensor, parts: Sequence[KVPart]) -> torch.Tensor:
+    k, v, mask = _joined(parts)
+    b, lq, h, d = q.shape
+    lk = k.shape[1]
+    t = WINDOW_TOKENS
+    token_mask = mask[:, :, :, None, :, None].expand(b, h, lq // t, t, lk // t, t).reshape(b, h, lq, lk)
+    scores = (q.transpose(1, 2).float() @ k.transpose(1, 2).float().transpose(-1, -2)) / math.sqrt(d)
     probs = scores.masked_fill(~token_mask, float("-inf")).softmax(dim=-1).nan_to_num(0.0)
-    out = probs @ v.reshape(b, h, nk * t, d).float()
-    return out.view(b, h, nq, t, d).to(q.dtype)
+    return (probs @ v.transpose(1, 2).float()).transpose(1, 2).to(q.dtype)
 
 
-def gather_block_sparse(q, k, v, mask):
-    b, h, nq, t, d = q.shape
-    nk = k.shape[2]
+def gather_block_sparse(q: torch.Tensor, parts: Sequence[KVPart]) -> torch.Tensor:
+    k, v, mask = _joined(parts)
+    qw, kw, vw = _as_windows(q), _as_windows(k), _as_windows(v)
+    b, h, nq, t, d = qw.shape
+    nk = kw.shape[2]
     counts = mask.sum(dim=-1)
     most = int(counts.max()) if counts.numel() else 0
-    out = torch.zeros_like(q)
+    out = torch.zeros_like(qw)
     if most == 0:
-        return out
+        return _from_windows(out)
     # selected windows first (in ascending key order), padded with unselected ones
     order = mask.to(torch.uint8).argsort(dim=-1, descending=True, stable=True)[..., :most]
     valid = torch.arange(most, device=q.device) < counts[..., None]
     base = (torch.arange(b * h, device=q.device) * nk).view(b, h, 1, 1)
-    k_flat, v_flat = k.reshape(b * h * nk, t, d), v.reshape(b * h * nk, t, d)
+    k_flat, v_flat = kw.reshape(b * h * nk, t, d), vw.reshape(b * h * nk, t, d)
     per_window = b * h * most * t * (2 * d + t) * 4
     chunk = max(1, GATHER_CHUNK_BYTES // per_window)
     for s in range(0, nq, chunk):
         e = min(nq, s + chunk)
         idx = order[:, :, s:e] + base
         kg, vg = k_flat[idx].float(), v_flat[idx].float()  # (b, h, c, most, t, d)
-        scores = torch.einsum("bhqtd,bhqmsd->bhqtms", q[:, :, s:e].float(), kg) / math.sqrt(d)
+        scores = torch.einsum("bhqtd,bhqmsd->bhqtms", qw[:, :, s:e].float(), kg) / math.sqrt(d)
         scores = scores.masked_fill(~valid[:, :, s:e, None, :, None], float("-inf"))
         probs = scores.flatten(-2).softmax(dim=-1).nan_to_num(0.0).view_as(scores)
         out[:, :, s:e] = torch.einsum("bhqtms,bhqmsd->bhqtd", probs, vg).to(q.dtype)
-    return out
+    return _from_windows(out)
 
 
 _compiled_flex = None
 
 
-def flex_block_sparse(q, k, v, mask):
-    from torch.nn.attention.flex_attention import BlockMask, flex_attention
+def _flex():
+    from torch.nn.attention.flex_attention import flex_attention
 
     global _compiled_flex
     if _compiled_flex is None:
         _compiled_flex = torch.compile(flex_attention, dynamic=False)
-    b, h, nq, t, d = q.shape
-    nk = k.shape[2]
+    return _compiled_flex
+
+
+def block_mask_from_windows(mask: torch.Tensor, q_len: int, kv_len: int):
+    """A FlexAttention BlockMask whose selected 128×128 blocks are all full blocks."""
+    from torch.nn.attention.flex_attention import BlockMask
+
     counts = mask.sum(dim=-1, dtype=torch.int32)
     indices = mask.to(torch.int8).argsort(dim=-1, descending=True, stable=True).to(torch.int32)
-    block_mask = BlockMask.from_kv_blocks(
-        torch.zeros_like(counts), indices, counts, indices, BLOCK_SIZE=t, seq_lengths=(nq * t, nk * t)
+    return BlockMask.from_kv_blocks(
+        torch.zeros_like(counts), indices, counts, indices, BLOCK_SIZE=WINDOW_TOKENS, seq_lengths=(q_len, kv_len)
     )
-    out = _compiled_flex(
-        q.reshape(b, h, nq * t, d), k.reshape(b, h, nk * t, d), v.reshape(b, h, nk * t, d), block_mask=block_mask
-    )
-    return out.view(b, h, nq, t, d)
+
+
+def flex_block_sparse(q: torch.Tensor, parts: Sequence[KVPart]) -> torch.Tensor:
+    qh = q.transpose(1, 2)
+    outs, lses = [], []
+    for k, v, mask in parts:
+        block_mask = block_mask_from_windows(mask, q.shape[1], k.shape[1])
+        out, lse = _flex()(qh, k.transpose(1, 2), v.transpose(1, 2), block_mask=block_mask, return_lse=True)
+        outs.append(out)
+        lses.append(lse)
+    if len(parts) == 1:
+        return outs[0].transpose(1, 2)
+    return merge_partial_attention(outs, lses).transpose(1, 2)
+
+
+def merge_partial_attention(outs: list[torch.Tensor], lses: list[torch.Tensor]) -> torch.Tensor:
+    """Exact softmax over the union of key sets from per-part outputs and log-sum-exps;
+    rows empty in every part stay zero."""
+    lse = torch.stack(lses)  # (parts, B, H, L)
+    top = lse.amax(dim=0).clamp(min=torch.finfo(lse.dtype).min)
+    weights = torch.exp(lse - top)  # exp(−inf) = 0 for parts where a row kept nothing
+    total = weights.sum(dim=0).clamp(min=torch.finfo(lse.dtype).tiny)
+    merged = sum(o.float() * (w / total)[..., None] for o, w in zip(outs, weights))
+    return merged.to(outs[0].dtype)
 
 
 BACKENDS: dict[str, BlockSparseAttention] = {

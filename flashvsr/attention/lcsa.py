@@ -1,35 +1,32 @@
 """LCSA as the DiT's self-attention for one streaming call (SPEC §4).
 
-:class:`SparseCallAttention` is built by the engine for a single DiT call from the stream's
-KV caches (one :class:`KVCache` per layer). Called by each block, it windows the tokens,
-prepends that layer's cached windows, selects key windows, runs the exact block-sparse
-kernel and records the layer's updated cache — the engine then stores ``updated`` back in
-the stream state. Nothing is kept on the DiT modules.
+Each layer's KV cache is a ring of fixed slots holding one time slice each. The cache rule
+("append the call's slices, then drop the oldest one if more than ``kv_slices``") becomes a
+:class:`CachePlan` computed once per call: which slots stay, which new slices go where. A
+dropped slice's slot is simply overwritten, so the cache is never copied or concatenated and
+its memory is fixed from the first call. The slot table is the same for every layer and
+lives in the stream state; the rings live there too, one per layer.
+
+:class:`SparseCallAttention` is built by the engine for a single DiT call. Called by each
+block with window-ordered q, k, v, it scores pooled windows against the cached and the
+current slices, selects blocks exactly as the reference does (in the reference's logical
+order: oldest cached slice first), runs the exact block-sparse kernel over the ring and the
+current windows, then stores the layer's new slices in their slots.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
-from ..config import WINDOW
+from ..config import WINDOW, WINDOW_TOKENS
 from . import masks
 from .backends import BlockSparseAttention
 
 MaskHook = Callable[[int, torch.Tensor], None]  # (layer, selected-block mask)
-
-
-@dataclass
-class KVCache:
-    """One layer's cached key/value windows (after RoPE), oldest time slice first."""
-
-    k: torch.Tensor  # (B, heads, windows, 128, d)
-    v: torch.Tensor
-
-    def slices(self, windows_per_slice: int) -> int:
-        return self.k.shape[2] // windows_per_slice
+FIRST_CALL_SLICES = 3  # call 0 processes three time slices, mutually visible
 
 
 @dataclass(frozen=True)
@@ -46,6 +43,16 @@ class AttentionPlan:
     def windows_per_slice(self) -> int:
         return self.local_mask.shape[0]
 
+    @property
+    def tokens_per_slice(self) -> int:
+        return self.windows_per_slice * WINDOW_TOKENS
+
+    @property
+    def cache_capacity(self) -> int:
+        """Most slices the cache ever holds: the rule drops one slice per call, so after the
+        three-slice first call it keeps two even when ``kv_slices`` is 1."""
+        return max(self.kv_slices, FIRST_CALL_SLICES - 1)
+
     @staticmethod
     def build(tokens_h: int, tokens_w: int, local_range: int, topk_ratio: float, kv_slices: int, device=None):
         if tokens_h % WINDOW[1] or tokens_w % WINDOW[2]:
@@ -57,43 +64,111 @@ class AttentionPlan:
         return AttentionPlan(tokens_h, tokens_w, local, masks.topk_count(rows * cols, topk_ratio), kv_slices)
 
 
-def append_and_trim(cache: KVCache | None, k: torch.Tensor, v: torch.Tensor, plan: AttentionPlan) -> KVCache:
-    """[cache + current]; drop the oldest time slice (one only) if more than ``kv_slices``."""
-    if cache is not None:
-        k, v = torch.cat([cache.k, k], dim=2), torch.cat([cache.v, v], dim=2)
-    s = plan.windows_per_slice
-    if k.shape[2] // s > plan.kv_slices:
-        k, v = k[:, :, s:], v[:, :, s:]
-    return KVCache(k, v)
+@dataclass
+class KVRing:
+    """One layer's cache: keys and values (B, slots·S·128, heads, d) in window order within
+    each slot, and the pooled keys (B, heads, slots·S, d) used to score windows."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+    pooled: torch.Tensor
+
+    @staticmethod
+    def empty(like: torch.Tensor, plan: AttentionPlan) -> "KVRing":
+        b, _, h, d = like.shape
+        tokens = plan.cache_capacity * plan.tokens_per_slice
+        windows = plan.cache_capacity * plan.windows_per_slice
+        kv = lambda: torch.zeros(b, tokens, h, d, device=like.device, dtype=like.dtype)  # noqa: E731
+        return KVRing(kv(), kv(), torch.zeros(b, h, windows, d, device=like.device))
+
+
+@dataclass(frozen=True)
+class CachePlan:
+    """For one call: cached slots read (oldest first), where new slices are written, and the
+    slot order after the call."""
+
+    read: tuple[int, ...]
+    writes: tuple[tuple[int, int], ...]  # (slice of this call, slot)
+    after: tuple[int, ...]
+
+
+@dataclass
+class SlotTable:
+    """Which ring slot holds which cached slice, oldest first; shared by all layers."""
+
+    capacity: int
+    order: list[int] = field(default_factory=list)
+
+    def plan(self, new_slices: int, kv_slices: int) -> CachePlan:
+        entries = [("cached", s) for s in self.order] + [("new", i) for i in range(new_slices)]
+        if len(entries) > kv_slices:
+            entries = entries[1:]  # the oldest slice only, as the reference does
+        kept = {s for kind, s in entries if kind == "cached"}
+        free = [s for s in range(self.capacity) if s not in kept]
+        writes, after = [], []
+        for kind, value in entries:
+            slot = value if kind == "cached" else free.pop(0)
+            if kind == "new":
+                writes.append((value, slot))
+            after.append(slot)
+        return CachePlan(read=tuple(self.order), writes=tuple(writes), after=tuple(after))
+
+
+def slot_windows(slots: tuple[int, ...], windows_per_slice: int, device) -> torch.Tensor:
+    """Window indices, in the ring, of the given slots (in that order)."""
+    base = torch.arange(windows_per_slice, device=device)
+    if not slots:
+        return base[:0]
+    return torch.cat([s * windows_per_slice + base for s in slots])
 
 
 class SparseCallAttention:
-    """The DiT self-attention of one streaming call (implements ``AttentionFn``)."""
+    """The DiT self-attention of one streaming call (implements ``AttentionFn`` on
+    window-ordered tokens)."""
 
     def __init__(
         self,
         plan: AttentionPlan,
-        caches: list[KVCache | None],
+        rings: list[KVRing | None],
+        cache: CachePlan,
         kernel: BlockSparseAttention,
         on_mask: MaskHook | None = None,
     ):
         self.plan = plan
-        self.caches = caches
+        self.rings = rings
+        self.cache = cache
         self.kernel = kernel
         self.on_mask = on_mask
-        self.updated: list[KVCache | None] = list(caches)
 
     def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         p = self.plan
-        frames = q.shape[1] // (p.tokens_h * p.tokens_w)
-        qw, kw, vw = (masks.to_windows(x, frames, p.tokens_h, p.tokens_w) for x in (q, k, v))
-        cache = self.caches[layer]
-        k_all = kw if cache is None else torch.cat([cache.k, kw], dim=2)
-        v_all = vw if cache is None else torch.cat([cache.v, vw], dim=2)
-        scores = masks.block_scores(masks.pooled_windows(qw), masks.pooled_windows(k_all))
+        ring = self.rings[layer]
+        cached = slot_windows(self.cache.read, p.windows_per_slice, q.device)
+        q_pooled, k_pooled = masks.pooled_windows(q), masks.pooled_windows(k)
+        scores = masks.block_scores(q_pooled, k_pooled)
+        if cached.numel():  # logical order, as the reference scores them: cached slices first
+            scores = torch.cat([masks.block_scores(q_pooled, ring.pooled[:, :, cached]), scores], dim=-1)
         selected = masks.select_blocks(scores, p.local_mask, p.windows_per_slice, p.topk)
         if self.on_mask is not None:
             self.on_mask(layer, selected)
-        out = self.kernel(qw, k_all, v_all, selected)
-        self.updated[layer] = append_and_trim(cache, kw, vw, p)
-        return masks.from_windows(out, frames, p.tokens_h, p.tokens_w)
+        parts = [(k, v, selected[..., cached.numel() :])]
+        if cached.numel():
+            in_ring = selected.new_zeros(*selected.shape[:-1], ring.pooled.shape[2])
+            in_ring[..., cached] = selected[..., : cached.numel()]
+            parts.insert(0, (ring.k, ring.v, in_ring))
+        out = self.kernel(q, parts)
+        self._store(layer, k, v, k_pooled)
+        return out.flatten(2)
+
+    def _store(self, layer: int, k: torch.Tensor, v: torch.Tensor, k_pooled: torch.Tensor) -> None:
+        """Write this call's kept slices into their ring slots (after this layer's attention,
+        so a dropped slice's slot can be reused at once)."""
+        p = self.plan
+        if self.rings[layer] is None:
+            self.rings[layer] = KVRing.empty(k, p)
+        ring = self.rings[layer]
+        t, w = p.tokens_per_slice, p.windows_per_slice
+        for new, slot in self.cache.writes:
+            ring.k[:, slot * t : (slot + 1) * t] = k[:, new * t : (new + 1) * t]
+            ring.v[:, slot * t : (slot + 1) * t] = v[:, new * t : (new + 1) * t]
+            ring.pooled[:, :, slot * w : (slot + 1) * w] = k_pooled[:, :, new * w : (new + 1) * w]

@@ -2,7 +2,9 @@
 
 Pure functions on tensors. Tokens are grouped into windows of 2×8×8 = 128 tokens; windows
 are ordered (time slice, window row, window column) and a time slice holds
-``S = rows · cols`` windows. The selected-block mask has shape (heads, Q windows, K windows).
+``S = rows · cols`` windows. Attention works on tokens in window order, (B, L, heads, d) with
+128 consecutive tokens per window. The selected-block mask has shape (B, heads, Q windows,
+K windows).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import math
 
 import torch
 
-from ..config import WINDOW
+from ..config import WINDOW, WINDOW_TOKENS
 
 
 def window_grid(tokens_h: int, tokens_w: int) -> tuple[int, int]:
@@ -19,22 +21,24 @@ def window_grid(tokens_h: int, tokens_w: int) -> tuple[int, int]:
     return tokens_h // WINDOW[1], tokens_w // WINDOW[2]
 
 
-def to_windows(x: torch.Tensor, frames: int, tokens_h: int, tokens_w: int) -> torch.Tensor:
-    """(B, f·h·w, heads, d) tokens in (t, y, x) order → (B, heads, windows, 128, d)."""
-    b, _, heads, d = x.shape
+def window_permutation(frames: int, tokens_h: int, tokens_w: int, device=None) -> torch.Tensor:
+    """Indices that put (t, y, x)-ordered tokens in window order: windows ordered (time
+    slice, window row, window column), tokens inside a window (t, y, x)."""
     wt, wy, wx = WINDOW
-    x = x.view(b, frames // wt, wt, tokens_h // wy, wy, tokens_w // wx, wx, heads, d)
-    x = x.permute(0, 7, 1, 3, 5, 2, 4, 6, 8)
-    return x.reshape(b, heads, -1, wt * wy * wx, d)
+    idx = torch.arange(frames * tokens_h * tokens_w, device=device)
+    idx = idx.view(frames // wt, wt, tokens_h // wy, wy, tokens_w // wx, wx)
+    return idx.permute(0, 2, 4, 1, 3, 5).reshape(-1)
+
+
+def to_windows(x: torch.Tensor, frames: int, tokens_h: int, tokens_w: int) -> torch.Tensor:
+    """(B, L, …) tokens in (t, y, x) order → the same tokens in window order."""
+    return x[:, window_permutation(frames, tokens_h, tokens_w, x.device)]
 
 
 def from_windows(x: torch.Tensor, frames: int, tokens_h: int, tokens_w: int) -> torch.Tensor:
-    """(B, heads, windows, 128, d) → (B, f·h·w, heads·d) in (t, y, x) order."""
-    b, heads, _, _, d = x.shape
-    wt, wy, wx = WINDOW
-    x = x.view(b, heads, frames // wt, tokens_h // wy, tokens_w // wx, wt, wy, wx, d)
-    x = x.permute(0, 2, 5, 3, 6, 4, 7, 1, 8)
-    return x.reshape(b, frames * tokens_h * tokens_w, heads * d)
+    """Inverse of :func:`to_windows`."""
+    inverse = torch.argsort(window_permutation(frames, tokens_h, tokens_w, x.device))
+    return x[:, inverse]
 
 
 def local_window_mask(rows: int, cols: int, local_range: int, device=None) -> torch.Tensor:
@@ -48,9 +52,10 @@ def local_window_mask(rows: int, cols: int, local_range: int, device=None) -> to
     return (row_ok[:, None, :, None] & col_ok[None, :, None, :]).reshape(rows * cols, rows * cols)
 
 
-def pooled_windows(x_windows: torch.Tensor) -> torch.Tensor:
-    """Mean over each window's tokens: (B, heads, windows, 128, d) → (B, heads, windows, d)."""
-    return x_windows.float().mean(dim=3)
+def pooled_windows(x: torch.Tensor) -> torch.Tensor:
+    """Mean over each window's tokens: window-ordered (B, L, heads, d) → (B, heads, windows, d)."""
+    b, n, h, d = x.shape
+    return x.view(b, n // WINDOW_TOKENS, WINDOW_TOKENS, h, d).float().mean(dim=2).transpose(1, 2)
 
 
 def block_scores(q_pooled: torch.Tensor, k_pooled: torch.Tensor) -> torch.Tensor:

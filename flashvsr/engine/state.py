@@ -8,7 +8,7 @@ from typing import Callable, Protocol
 
 import torch
 
-from ..attention.lcsa import AttentionPlan, KVCache
+from ..attention.lcsa import AttentionPlan, KVRing, SlotTable
 from ..config import VAE_SPATIAL_FACTOR
 from ..models.lq_proj import LQProjCache
 from ..models.tc_decoder import TCDecoderMemory
@@ -61,7 +61,8 @@ class StreamState:
     content: tuple[int, int, int, int]  # (y0, x0, h, w) of real pixels inside the model frame
     attention: AttentionPlan
     noise: NoiseSource
-    kv: list[KVCache | None]
+    kv: list[KVRing | None]  # per DiT layer, allocated by the first call
+    slots: SlotTable  # which ring slot holds which cached time slice
     lq_proj: LQProjCache = field(default_factory=LQProjCache)
     decoder: TCDecoderMemory | CausalCache | None = None
     lq: list[torch.Tensor] = field(default_factory=list)  # pending LQ frames (3, H, W)

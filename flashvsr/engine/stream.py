@@ -18,9 +18,10 @@ from typing import Iterable, Iterator
 import torch
 
 from ..attention.backends import resolve_backend
-from ..attention.lcsa import AttentionPlan, SparseCallAttention
+from ..attention.lcsa import AttentionPlan, SlotTable, SparseCallAttention
+from ..attention.masks import window_permutation
 from ..colorfix import color_fix
-from ..config import PIXEL_MULTIPLE, TOKEN_PIXELS, VAE_SPATIAL_FACTOR, VAE_TEMPORAL_FACTOR, EngineConfig
+from ..config import PIXEL_MULTIPLE, TOKEN_PIXELS, VAE_SPATIAL_FACTOR, VAE_TEMPORAL_FACTOR, WINDOW, EngineConfig
 from ..models import FlashVSRModels
 from .schedule import CallPlan, calls_to_cover, plan_call
 from .state import NoiseSource, SeededNoise, StreamState, StreamTracer
@@ -79,6 +80,7 @@ class StreamingEngine:
             attention=plan,
             noise=noise or SeededNoise(self.config.seed),
             kv=[None] * len(self.models.dit.blocks),
+            slots=SlotTable(plan.cache_capacity),
             decoder=self._start_decoder(),
             tracer=tracer,
         )
@@ -158,12 +160,15 @@ class StreamingEngine:
         on_mask = None
         if state.tracer and state.tracer.on_mask:
             on_mask = lambda layer, mask: state.tracer.on_mask(plan.index, layer, mask)  # noqa: E731
-        attention = SparseCallAttention(state.attention, state.kv, self.kernel, on_mask)
+        att = state.attention
+        cache = state.slots.plan(plan.latent_count // WINDOW[0], att.kv_slices)
+        attention = SparseCallAttention(att, state.kv, cache, self.kernel, on_mask)
+        order = window_permutation(plan.latent_count, att.tokens_h, att.tokens_w, self.device)
         with self.clock.section("dit"):
             velocity = self.models.dit(
-                noise.to(self.dtype), self.conditioning, attention, lq_tokens=tokens, time_offset=plan.latent_start
+                noise.to(self.dtype), self.conditioning, attention, tokens, plan.latent_start, token_order=order
             )
-        state.kv = attention.updated
+        state.slots.order = list(cache.after)
         latents = noise - velocity.float()
         if state.tracer and state.tracer.on_latents:
             state.tracer.on_latents(plan.index, latents)

@@ -276,17 +276,23 @@ class WanDiT(nn.Module):
         attention: AttentionFn = dense_attention,
         lq_tokens: torch.Tensor | None = None,
         time_offset: int = 0,
+        token_order: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Velocity prediction for ``latents`` (B, 16, f, H/8, W/8); ``lq_tokens`` (B, L, dim)
         from the LR projection are added before block 0. RoPE time positions start at
-        ``time_offset``."""
+        ``time_offset``. With ``token_order`` (a permutation of the (t, y, x) tokens, e.g.
+        window order) the blocks and ``attention`` see tokens in that order."""
         grid = self.token_grid(latents)
         x = self.patchify(latents.to(self.patch_embedding.weight.dtype))
         if lq_tokens is not None:
             x = x + lq_tokens.to(x.dtype)
         positions = torch.arange(time_offset, time_offset + grid[0])
-        cos, sin = rope_cos_sin(positions, grid[1], grid[2], self.cfg.head_dim)
-        x = self.forward_tokens(x, cond, (cos.to(x.device), sin.to(x.device)), attention)
+        cos, sin = (t.to(x.device) for t in rope_cos_sin(positions, grid[1], grid[2], self.cfg.head_dim))
+        if token_order is not None:
+            x, cos, sin = x[:, token_order], cos[token_order], sin[token_order]
+        x = self.forward_tokens(x, cond, (cos, sin), attention)
+        if token_order is not None:
+            x = x[:, torch.argsort(token_order)]
         return self.unpatchify(x, grid)
 
     def token_grid(self, latents: torch.Tensor) -> tuple[int, int, int]:

@@ -63,12 +63,13 @@ class CausalSparseAttention:
 
     def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         frames = q.shape[1] // (self.tokens_h * self.tokens_w)
-        qw, kw, vw = (masks.to_windows(x, frames, self.tokens_h, self.tokens_w) for x in (q, k, v))
+        order = masks.window_permutation(frames, self.tokens_h, self.tokens_w, q.device)
+        qw, kw, vw = q[:, order], k[:, order], v[:, order]
         with torch.no_grad():
             local = self.local.to(q.device)
             selected = causal_block_mask(masks.pooled_windows(qw), masks.pooled_windows(kw), local, self.kv_slices, self.topk)
-        out = self.kernel(qw, kw, vw, selected)
-        return masks.from_windows(out, frames, self.tokens_h, self.tokens_w)
+        out = self.kernel(qw, [(kw, vw, selected)])
+        return out[:, torch.argsort(order)].flatten(2)
 
 
 class SegmentAttention:
