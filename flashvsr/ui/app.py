@@ -229,12 +229,15 @@ def _frame_response(services: Services, path: Path, index: int, width: int | Non
 def _add_jobs(app: FastAPI, services: Services) -> None:
     queue = services.queue
 
-    def planned(request: JobRequest, folder: Path):
+    def upload_of(request: JobRequest) -> Upload:
         upload = services.uploads.get(request.upload_id)
         if upload is None:
             raise _not_found("upload", request.upload_id)
+        return upload
+
+    def checked(plan, *args):
         try:
-            return upload, model_settings(request, services.model_folders()), plan_request(request, upload, folder)
+            return plan(*args)
         except PLAN_ERRORS as e:
             raise _bad_request(services, e) from None
 
@@ -247,7 +250,7 @@ def _add_jobs(app: FastAPI, services: Services) -> None:
     @app.post("/api/plan")
     def plan(request: JobRequest):
         """What a job with these settings would write (output name, size, frames); nothing runs."""
-        _, _, job = planned(request, services.workspace.jobs / "plan")
+        job = checked(plan_request, request, upload_of(request), services.workspace.jobs / "plan")
         return describe_plan(job)
 
     @app.post("/api/jobs", status_code=201)
@@ -255,7 +258,9 @@ def _add_jobs(app: FastAPI, services: Services) -> None:
         """Plan a job (refused at once if anything is wrong) and queue it."""
         job_id = new_id()
         folder = services.workspace.jobs / job_id
-        upload, model, job = planned(request, folder)
+        upload = upload_of(request)
+        model = checked(model_settings, request, services.model_folders())
+        job = checked(plan_request, request, upload, folder)
         folder.mkdir()
         spec = JobSpec(upload, model, job, request.model_dump(exclude={"upload_id"}))
         return queue.submit(job_id, spec, folder)

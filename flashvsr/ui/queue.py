@@ -19,7 +19,8 @@ from pathlib import Path
 import av
 import torch
 
-from ..io import IMAGE_SEQUENCE, MediaError
+from ..io import IMAGE, IMAGE_SEQUENCE, VIDEO, MediaError
+from ..io.images import DEFAULT_IMAGE_FORMAT, IMAGE_FORMATS, IMAGE_SUFFIXES
 from ..jobs import Job, JobCancelled, JobResult, run_job
 from ..weights.loading import WeightsError
 from .models import ModelCache, ModelSettings, ModelUse
@@ -85,6 +86,7 @@ class JobRecord:
             "output": {
                 "name": job.output.name,
                 "kind": job.output_kind,
+                "format": output_format(job),
                 "width": job.geometry.out_w,
                 "height": job.geometry.out_h,
             },
@@ -162,9 +164,11 @@ class JobQueue:
             return None if record is None else record.describe(self._position(record))
 
     def describe_all(self) -> list[dict]:
-        """Every job, newest first."""
+        """Running and queued jobs in the order they run, then finished ones, newest first."""
         with self._lock:
-            return [r.describe(self._position(r)) for r in reversed(self._records.values())]
+            records = list(self._records.values())
+            ordered = [r for r in records if r.active] + [r for r in reversed(records) if not r.active]
+            return [r.describe(self._position(r)) for r in ordered]
 
     def record(self, job_id: str) -> JobRecord | None:
         with self._lock:
@@ -288,6 +292,18 @@ class JobQueue:
             record.warnings = tuple(self.workspace.redact(w) for w in result.warnings)
         if record.running_since is not None:
             record.elapsed_s = time.monotonic() - record.running_since
+
+
+def output_format(job: Job) -> str:
+    """The codec (videos) or image format (images, sequences) a job writes."""
+    if job.output_kind == VIDEO:
+        return job.settings.codec
+    suffix = (
+        job.output.suffix
+        if job.output_kind == IMAGE
+        else IMAGE_FORMATS[job.settings.image_format or DEFAULT_IMAGE_FORMAT]
+    )
+    return IMAGE_SUFFIXES[suffix.lower()].lower().replace("jpeg", "jpg")
 
 
 def _zip_folder(folder: Path, archive: Path) -> None:

@@ -12,12 +12,13 @@ from .app import create_app
 from .config import UIConfig, exposure_warning
 
 SHUTDOWN_GRACE_S = 3  # open downloads and video streams get this long to finish on Ctrl-C
+LISTEN_BACKLOG = 128
 
 
 def serve(config: UIConfig, open_browser: bool = False) -> None:
     """Serve until interrupted. The socket is bound first, so ``port=0`` works and the printed
     address is the real one."""
-    sock = _bind(config.host, config.port)
+    sock = bind(config.host, config.port)
     host, port = sock.getsockname()[:2]
     url = f"http://{_url_host(host)}:{port}/"
     warning = exposure_warning(config.host, port)
@@ -28,7 +29,7 @@ def serve(config: UIConfig, open_browser: bool = False) -> None:
           flush=True)  # fmt: skip
     if open_browser:
         webbrowser.open(url)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
+    server = uvicorn.Server(uvicorn_config(app))
     try:
         server.run(sockets=[sock])
     finally:
@@ -36,12 +37,17 @@ def serve(config: UIConfig, open_browser: bool = False) -> None:
         sock.close()
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def uvicorn_config(app) -> uvicorn.Config:
+    return uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+
+
+def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)  # connections wait in the backlog until uvicorn takes over
     except OSError as e:
         sock.close()
         raise OSError(f"cannot listen on {host}:{port} ({e.strerror}); choose another --port or --host") from None

@@ -12,7 +12,7 @@ const STATE_LABELS = {
   done: "Done", failed: "Failed", cancelled: "Cancelled",
 };
 const FORMAT_LABELS = {
-  auto: "automatic", h264: "H.264", h265: "H.265", prores: "ProRes 422 HQ", ffv1: "FFV1 lossless",
+  h264: "H.264", h265: "H.265", prores: "ProRes 422 HQ", ffv1: "FFV1 lossless",
   png: "PNG", jpg: "JPEG", webp: "WebP", tiff: "TIFF", bmp: "BMP",
 };
 const ICONS = {  // inline SVG: icon fonts and emoji are missing on some systems
@@ -112,7 +112,7 @@ function propertyRows(u) {
     rows.push(["Frames", String(u.frames)]);
     rows.push(["Frame rate", u.fps ? `${u.fps.toFixed(2)} fps` : "–", u.fps_exact]);
     rows.push(["Duration", u.duration != null ? `${u.duration.toFixed(2)} s` : "–"]);
-    rows.push(["Audio", formatAudio(u.audio)]);
+    rows.push(["Audio", formatAudio(u.audio), null, "wide"]);
   }
   if (u.rotation) rows.push(["Rotation", `${u.rotation}°`]);
   if (u.pixel_aspect) rows.push(["Pixel aspect", u.pixel_aspect]);
@@ -146,7 +146,7 @@ async function start() {
   bindUploads();
   bindPlayer();
   const { uploads } = await api("GET", "/api/uploads");
-  uploads.forEach((u) => showUpload(u));
+  uploads.forEach((u) => showUpload(u, false));  // from before a reload: not picked again by surprise
   refreshPlans();
   poll();
 }
@@ -275,10 +275,12 @@ async function startJobs() {
   for (const upload of pickedUploads()) {
     try {
       await api("POST", "/api/jobs", { ...settings, upload_id: upload.data.id });
+      upload.element.querySelector(".pick").checked = false;  // queued: the next click runs only new picks
     } catch (e) {
       addMessage("settings-error", e.message);
     }
   }
+  updateStartButton();
   poll();
 }
 
@@ -339,18 +341,20 @@ function uploadElement(name) {
   return element;
 }
 
-function showUpload(data) {
+function showUpload(data, picked = true) {
   const element = uploadElement(data.name);
   element.dataset.uploadId = data.id;
   const pick = element.querySelector(".pick");
   pick.disabled = false;
+  pick.checked = picked;
   pick.addEventListener("change", updateStartButton);
   const thumb = element.querySelector(".thumb");
   thumb.src = data.thumbnail_url;
   thumb.alt = `first frame of ${data.name}`;
   const props = element.querySelector(".props");
-  props.replaceChildren(...propertyRows(data).map(([label, value, title]) => {
+  props.replaceChildren(...propertyRows(data).map(([label, value, title, layout]) => {
     const item = document.createElement("div");
+    if (layout) item.className = layout;
     const dt = document.createElement("dt");
     const dd = document.createElement("dd");
     dt.textContent = label;
@@ -515,7 +519,7 @@ function doneText(result, elapsed) {
 function detailText(job) {
   const o = job.options;
   const parts = [`${job.input.width} × ${job.input.height} → ${job.output.width} × ${job.output.height}`];
-  parts.push(FORMAT_LABELS[o.format] || o.format);
+  parts.push(FORMAT_LABELS[job.output.format] || job.output.format);
   parts.push(`${o.variant} decoder, colour fix ${o.color_fix}, seed ${o.seed}`);
   if (job.model) parts.push(job.model.reused ? "model already loaded" : `model loaded in ${job.model.load_seconds.toFixed(1)} s`);
   if (job.result && job.result.audio_streams) parts.push(`audio copied (${job.result.audio_streams})`);
