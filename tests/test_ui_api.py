@@ -207,6 +207,7 @@ def test_job_runs_with_progress_and_downloads_the_upscaled_video(client, clip, t
     assert created["state"] in ACTIVE and created["output"] == {
         "name": "clip_x2.mp4",
         "kind": "video",
+        "format": "h264",
         "width": 96,
         "height": 64,
     }
@@ -243,6 +244,7 @@ def test_images_and_image_sequences(client, clip):
     photo = write_images(Path(workspace(client)).parent / "photos", 1, 40, 24)[0]
     image_job = wait_for(client, create_job(client, upload(client, photo)["id"], scale=2)["id"])
     assert image_job["state"] == "done" and image_job["output"]["name"] == f"{photo.stem}_x2.png"
+    assert image_job["output"]["format"] == "png"  # "auto" keeps an image's own format
     assert Image.open(io.BytesIO(client.get(image_job["result"]["download_url"]).content)).size == (80, 48)
     frame = Image.open(io.BytesIO(client.get(f"/api/jobs/{image_job['id']}/frames/0").content))
     assert frame.size == (80, 48)
@@ -250,6 +252,7 @@ def test_images_and_image_sequences(client, clip):
 
     sequence_job = wait_for(client, create_job(client, upload(client, clip)["id"], scale=2, format="jpg")["id"])
     assert sequence_job["state"] == "done" and sequence_job["output"]["kind"] == "image sequence"
+    assert sequence_job["output"]["format"] == "jpg"
     archive = zipfile.ZipFile(io.BytesIO(client.get(sequence_job["result"]["download_url"]).content))
     names = sorted(archive.namelist())
     assert names == [f"clip_x2_jpg/{i:06d}.jpg" for i in range(12)]

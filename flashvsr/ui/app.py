@@ -19,13 +19,15 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import Headers
 from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import ClientDisconnect
 
 from .. import __version__
 from ..io import MediaError, probe
+from ..jobs import DEFAULT_SCALE
 from ..weights.loading import WeightsError
 from .config import UIConfig
 from .media import browser_playable, encode_png, read_frame
-from .models import COLOR_FIXES, RELEASES, VARIANTS, ModelCache, no_model_message, offered_folders
+from .models import COLOR_FIXES, RELEASES, VARIANTS, ModelCache, ModelFolder, no_model_message, offered_folders
 from .queue import DONE, JobQueue, JobRecord, JobSpec
 from .requests import JobRequest, describe_plan, model_settings, output_formats, plan_request
 from .uploads import Upload, UploadRejected, UploadStore
@@ -49,7 +51,7 @@ class Services:
         self.queue = JobQueue(self.workspace, ModelCache(config.device, config.dtype), config.threads)
         self._closed = False
 
-    def model_folders(self):
+    def model_folders(self) -> list[ModelFolder]:
         return offered_folders(self.config.weights)  # looked at every time: the bundled model may appear
 
     def close(self) -> None:
@@ -110,6 +112,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def upload_rejected(request: Request, e: UploadRejected):
         return JSONResponse({"detail": str(e)}, status_code=413 if e.too_large else 400)
 
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, e: ClientDisconnect):  # an upload the browser gave up on
+        return JSONResponse({"detail": "the client disconnected"}, status_code=400)
+
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, e: RequestValidationError):
         return JSONResponse({"detail": "; ".join(_field_error(err) for err in e.errors())}, status_code=422)
@@ -163,7 +169,7 @@ def _add_info(app: FastAPI, services: Services) -> None:
                 "local_range": list(LOCAL_RANGE_CHOICES),
                 "format": output_formats(),
             },
-            "defaults": {**defaults, "scale": 4.0},
+            "defaults": {**defaults, "scale": DEFAULT_SCALE},
         }
 
 

@@ -146,6 +146,8 @@ class JobQueue:
         with self._lock:
             for record in self._records.values():
                 record.cancel.set()
+                if record.state == QUEUED:
+                    self._finish(record, CANCELLED)
         self._pending.put(None)
         if self._worker.is_alive():
             self._worker.join(timeout)

@@ -448,6 +448,13 @@ function renderJobs(jobs) {
     }
   }
   $("jobs-empty").hidden = jobs.length > 0;
+  showProgressInTitle(jobs.find((j) => j.state === "running"));
+}
+
+// The tab shows how far the running job is, for people who switch to other tabs meanwhile
+function showProgressInTitle(job) {
+  const percent = job && job.progress.total ? Math.floor((100 * job.progress.done) / job.progress.total) : null;
+  document.title = percent === null ? "FlashVSR" : `${percent}% · FlashVSR`;
 }
 
 function jobElement(id) {
@@ -455,7 +462,10 @@ function jobElement(id) {
   element.dataset.jobId = id;
   element.querySelector(".cancel").addEventListener("click", () => jobAction("POST", `/api/jobs/${id}/cancel`));
   element.querySelector(".remove").addEventListener("click", () => jobAction("DELETE", `/api/jobs/${id}`));
-  element.querySelector(".compare-button").addEventListener("click", () => openCompare(id));
+  element.querySelector(".compare-button").addEventListener("click", async () => {
+    await openCompare(id);
+    $("compare-card").scrollIntoView({ behavior: "smooth", block: "start" });
+  });
   return element;
 }
 
@@ -500,7 +510,7 @@ function progressText(job) {
   const { done, total, fps, eta_s, elapsed_s } = job.progress;
   const frames = `${done} / ${total} frames`;
   switch (job.state) {
-    case "queued": return job.queue_position > 1 ? `Waiting: ${job.queue_position - 1} job(s) before it` : "Waiting for the worker";
+    case "queued": return job.queue_position > 1 ? `Waiting: ${job.queue_position - 1} queued job(s) ahead` : "Waiting: next in line";
     case "loading": return "Loading the model (once; later jobs reuse it)…";
     case "running":
       if (done === 0) return `0 / ${total} frames · starting (the first frames take longest)`;
