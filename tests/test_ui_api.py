@@ -34,6 +34,7 @@ BASE_URL = "http://127.0.0.1"  # the app only answers to local host names when b
 JOB_TIMEOUT_S = 120.0
 POLL_S = 0.05
 ACTIVE = ("queued", "loading", "running")
+LONG_FRAMES = 600  # long enough that a cancel always lands while it runs
 
 
 @pytest.fixture
@@ -277,7 +278,7 @@ def test_comparison_uses_the_browser_player_only_for_playable_files(client, clip
 
 
 def test_cancel_a_queued_and_a_running_job_then_the_next_job_runs(client, tmp_path, clip):
-    long_clip = write_video(tmp_path / "long.mp4", 240, 64, 48)
+    long_clip = write_video(tmp_path / "long.mp4", LONG_FRAMES, 64, 48)
     running = create_job(client, upload(client, long_clip)["id"], scale=2)
     queued = create_job(client, upload(client, clip)["id"], scale=2)
     assert queued["state"] == "queued" and queued["queue_position"] == 1
@@ -287,7 +288,9 @@ def test_cancel_a_queued_and_a_running_job_then_the_next_job_runs(client, tmp_pa
     wait_for(client, running["id"], lambda j: j["progress"]["done"] > 0)
     client.post(f"/api/jobs/{running['id']}/cancel")
     stopped = wait_for(client, running["id"])
-    assert stopped["state"] == "cancelled" and 0 < stopped["progress"]["done"] < 240 and stopped["result"] is None
+    assert (
+        stopped["state"] == "cancelled" and 0 < stopped["progress"]["done"] < LONG_FRAMES and stopped["result"] is None
+    )
     assert list((workspace(client) / "jobs" / running["id"]).iterdir()) == []  # the partial output is gone
     assert client.get(f"/api/jobs/{running['id']}/result").status_code == 409
     assert (
@@ -364,7 +367,7 @@ def test_the_page_and_its_scripts_are_served(client):
 
 def test_stopping_the_server_cancels_jobs_and_removes_every_file(make_client, tmp_path):
     client = make_client()
-    long_clip = write_video(tmp_path / "long.mp4", 240, 64, 48)
+    long_clip = write_video(tmp_path / "long.mp4", LONG_FRAMES, 64, 48)
     job = create_job(client, upload(client, long_clip)["id"], scale=2)
     wait_for(client, job["id"], lambda j: j["state"] == "running")
     root = workspace(client)
