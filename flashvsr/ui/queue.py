@@ -260,9 +260,8 @@ class JobQueue:
         except Exception as e:  # the worker outlives any job: record the failure, start clean
             log.exception("job %s failed", record.id)
             self.models.forget()
-            self._end(
-                record, FAILED, error=f"internal error: {type(e).__name__}: {self.workspace.redact(_one_line(e))}"
-            )
+            message = self.workspace.redact(_one_line(e))
+            self._end(record, FAILED, error=f"internal error: {type(e).__name__}: {message}")
         else:
             self._end(record, DONE, result=result)
 

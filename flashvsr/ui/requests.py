@@ -19,7 +19,7 @@ from .uploads import Upload
 AUTO_FORMAT = "auto"  # H.264 MP4 for videos, the input's own format for images
 AUTO_RELEASE = "auto"
 MAX_SEED = 2**32 - 1
-_DEFAULTS = ModelSettings(Path())
+_MODEL_DEFAULTS = ModelSettings(Path())  # the reference's settings (the folder is chosen per request)
 
 
 class JobRequest(BaseModel):
@@ -30,11 +30,11 @@ class JobRequest(BaseModel):
     upload_id: str
     weights: str | None = Field(None, description="model folder on the server; default: the first available one")
     release: Literal["auto", "v1", "v1.1"] = AUTO_RELEASE
-    variant: Literal["tiny", "full"] = _DEFAULTS.variant
-    sparse_ratio: float = Field(_DEFAULTS.sparse_ratio, gt=0)
-    local_range: int = Field(_DEFAULTS.local_range, gt=0)
-    color_fix: Literal["adain", "wavelet", "none"] = _DEFAULTS.color_fix
-    seed: int = Field(_DEFAULTS.seed, ge=0, le=MAX_SEED)
+    variant: Literal["tiny", "full"] = _MODEL_DEFAULTS.variant
+    sparse_ratio: float = Field(_MODEL_DEFAULTS.sparse_ratio, gt=0)
+    local_range: int = Field(_MODEL_DEFAULTS.local_range, gt=0)
+    color_fix: Literal["adain", "wavelet", "none"] = _MODEL_DEFAULTS.color_fix
+    seed: int = Field(_MODEL_DEFAULTS.seed, ge=0, le=MAX_SEED)
     scale: float | None = Field(None, ge=1, description="upscaling factor; default 4 unless width/height are given")
     width: int | None = Field(None, gt=0)
     height: int | None = Field(None, gt=0)
