@@ -191,6 +191,7 @@ class EngineConfig:
     dtype: str = "bfloat16"
     device: str = "cpu"
     attention_backend: str = "auto"  # "auto" | "gather" | "dense" | "flex"
+    decoder_frame_chunk: int = 2  # TC decoder frames per pass after each temporal growth (memory; exact)
 
 
 def _build(cls: type, d: dict[str, Any]) -> Any:

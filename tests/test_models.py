@@ -92,6 +92,9 @@ def test_tc_decoder_chunking_does_not_change_frames():
         out, mem = dec.decode(mem, latents[:, :, i : i + 1], lq[:, :, 4 * i : 4 * i + 4])
         parts.append(out)
     torch.testing.assert_close(torch.cat(parts, dim=2), whole, rtol=1e-5, atol=1e-5)
+    for chunk in (1, 3):  # frame chunks after each temporal growth: same frames, less memory
+        chunked, _ = dec.decode(dec.start(), latents, lq, frame_chunk=chunk)
+        torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)
 
 
 def test_tc_condition_channel_order():

@@ -223,3 +223,11 @@ def test_two_processes_with_torchrun(trained: Path, strategy: str):
     assert done.returncode == 0, done.stderr[-3000:]
     ckpt = load_checkpoint(trained / f"dist_{strategy}" / "checkpoints" / "last.pt")
     assert ckpt["step"] == 2 and "net" in ckpt["models"] and ckpt["optimizers"]["main"]["state"]
+
+
+def test_ema_warms_up_so_short_runs_do_not_keep_their_initialisation(trained: Path):
+    cfg = load_train_config(write_config(trained, "stage1", name="ema"))
+    trainer = Trainer(cfg, D.DistEnv())
+    assert trainer.ema_decay() == pytest.approx(0.1)  # step 0: mostly the current weights
+    trainer.step = 1000
+    assert trainer.ema_decay() == pytest.approx(min(cfg.run.ema_decay, 1001 / 1010))

@@ -243,7 +243,7 @@ def video_codec(frames: torch.Tensor, codec: str, bitrate: float) -> torch.Tenso
     even = frames[:, :, : h - h % 2, : w - w % 2]
     buf = io.BytesIO()
     with av.open(buf, mode="w", format="mp4") as out:
-        stream = out.add_stream(codec, rate=25)
+        stream = out.add_stream(codec, rate=25, options={"threads": "1"})  # data workers are processes already
         stream.width, stream.height = even.shape[-1], even.shape[-2]
         stream.pix_fmt = "yuv420p"
         stream.bit_rate = int(bitrate)
@@ -252,6 +252,7 @@ def video_codec(frames: torch.Tensor, codec: str, bitrate: float) -> torch.Tenso
         out.mux(stream.encode())
     buf.seek(0)
     with av.open(buf, mode="r") as inp:
+        inp.streams.video[0].thread_count = 1
         decoded = [f.to_ndarray(format="rgb24") for f in inp.decode(video=0)]
     out_frames = torch.from_numpy(np.stack(decoded[:t])).permute(0, 3, 1, 2).to(frames) / 255
     if out_frames.shape[-2:] != frames.shape[-2:]:  # restore a dropped odd row/column

@@ -200,7 +200,8 @@ class StreamingEngine:
         short = VAE_TEMPORAL_FACTOR * plan.latent_count - (b - a)  # the stream's first group
         if short:
             lq = torch.cat([lq[:, :, :1].expand(-1, -1, short, -1, -1), lq], dim=2)
-        frames, state.decoder = self.models.tc_decoder.decode(state.decoder, latents, lq)
+        chunk = self.config.decoder_frame_chunk
+        frames, state.decoder = self.models.tc_decoder.decode(state.decoder, latents, lq, frame_chunk=chunk)
         return frames
 
     # -- helpers ---------------------------------------------------------------------------------

@@ -138,12 +138,13 @@ class SelfAttention(nn.Module):
         self.norm_q = RMSNorm(cfg.dim, cfg.eps)
         self.norm_k = RMSNorm(cfg.dim, cfg.eps)
 
-    def forward(self, x, rope: tuple[torch.Tensor, torch.Tensor], attention: AttentionFn, layer: int):
+    def qkv(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]):
+        """Normalised, rotated queries and keys and the values, as (B, L, heads, d)."""
         heads = (self.num_heads, -1)
         q = apply_rope(self.norm_q(self.q(x)).unflatten(-1, heads), *rope)
         k = apply_rope(self.norm_k(self.k(x)).unflatten(-1, heads), *rope)
         v = self.v(x).unflatten(-1, heads)
-        return self.o(attention(layer, q, k, v))
+        return q, k, v
 
 
 class CrossAttention(nn.Module):
@@ -183,14 +184,30 @@ class DiTBlock(nn.Module):
         self.ffn = nn.Sequential(
             nn.Linear(cfg.dim, cfg.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.ffn_dim, cfg.dim)
         )
+        self.compiled_halves = None  # (before, after) from compile_halves()
 
     def forward(self, x, t_mod, text_kv, rope, attention: AttentionFn, layer: int):
-        shift1, scale1, gate1, shift2, scale2, gate2 = split_modulation(self.modulation, t_mod, x.dtype)
-        attn = self.self_attn(modulate(layer_norm(x, self.eps), shift1, scale1), rope, attention, layer)
-        x = x + gate1 * attn
+        before, after = self.compiled_halves or (self.before_attention, self.after_attention)
+        q, k, v = before(x, t_mod, rope)
+        return after(x, attention(layer, q, k, v), t_mod, text_kv)
+
+    def before_attention(self, x, t_mod, rope):
+        shift1, scale1, *_ = split_modulation(self.modulation, t_mod, x.dtype)
+        return self.self_attn.qkv(modulate(layer_norm(x, self.eps), shift1, scale1), rope)
+
+    def after_attention(self, x, attn, t_mod, text_kv):
+        _, _, gate1, shift2, scale2, gate2 = split_modulation(self.modulation, t_mod, x.dtype)
+        x = x + gate1 * self.self_attn.o(attn)
         x = x + self.cross_attn(self.norm3(x), text_kv)
-        x = x + gate2 * self.ffn(modulate(layer_norm(x, self.eps), shift2, scale2))
-        return x
+        return x + gate2 * self.ffn(modulate(layer_norm(x, self.eps), shift2, scale2))
+
+    def compile_halves(self, **options) -> None:
+        """Compile the element-wise-heavy halves (norms, RoPE, modulation, gating, FFN)
+        around the sparse attention, which stays a separate kernel."""
+        self.compiled_halves = (
+            torch.compile(self.before_attention, **options),
+            torch.compile(self.after_attention, **options),
+        )
 
 
 class Head(nn.Module):
@@ -257,6 +274,11 @@ class WanDiT(nn.Module):
         return DiTConditioning(t_emb=t_emb, t_mod=t_mod, text_kv=self.text_conditioning(context))
 
     # -- forward --------------------------------------------------------------------------------
+    def compile_blocks(self, **options) -> None:
+        """torch.compile every block's halves around self-attention (CUDA inference)."""
+        for block in self.blocks:
+            block.compile_halves(**options)
+
     def patchify(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, C, f, H/8, W/8) → (B, f·h·w, dim), tokens in (t, y, x) order."""
         return self.patch_embedding(latents).flatten(2).transpose(1, 2)

@@ -108,28 +108,41 @@ class TCDecoder(nn.Module):
         return TCDecoderMemory(frames_to_trim=self.cfg.frames_per_latent - 1)
 
     def decode(
-        self, memory: TCDecoderMemory, latents: torch.Tensor, lq: torch.Tensor
+        self, memory: TCDecoderMemory, latents: torch.Tensor, lq: torch.Tensor, frame_chunk: int = 0
     ) -> tuple[torch.Tensor, TCDecoderMemory]:
         """Decode the next latent frames.
 
         latents (B, 16, n, h, w) and their LQ condition frames (B, 3, 4n, 8h, 8w) in [-1, 1]
         (the stream's first group padded at the front with copies of frame 0) →
-        frames (B, 3, 4n − trimmed, 8h, 8w) in [-1, 1].
+        frames (B, 3, 4n − trimmed, 8h, 8w) in [-1, 1]. ``frame_chunk`` > 0 runs the layers
+        after each temporal growth on at most that many frames at a time: the same result,
+        with activation memory bounded at high resolution.
         """
         b, _, n, h, w = latents.shape
         cond = lq_condition(lq.to(latents.dtype), self.cfg)
         x = torch.cat([cond, latents.transpose(1, 2)], dim=2).flatten(0, 1)
-        t = n  # frames per stream at the current layer
         past = dict(memory.past)
-        for i, layer in enumerate(self.decoder):
+        x, t = self._run(x, 0, n, b, past, frame_chunk)
+        trim = min(memory.frames_to_trim, t)
+        frames = x.unflatten(0, (b, t))[:, trim:].transpose(1, 2) * 2 - 1
+        return frames, TCDecoderMemory(past=past, frames_to_trim=memory.frames_to_trim - trim)
+
+    def _run(self, x, start: int, t: int, b: int, past: dict, chunk: int) -> tuple[torch.Tensor, int]:
+        """Layers ``start…`` on (b·t, C, H, W); memory blocks read and update ``past``."""
+        for i in range(start, len(self.decoder)):
+            layer = self.decoder[i]
             if isinstance(layer, MemBlock):
                 xs = x.unflatten(0, (b, t))
                 prev = past.get(i, torch.zeros_like(xs[:, :1]))
                 past[i] = xs[:, -1:]
                 x = layer(x, torch.cat([prev, xs[:, :-1]], dim=1).flatten(0, 1))
-            else:
-                x = layer(x)
-                t *= layer.stride if isinstance(layer, TGrow) else 1
-        trim = min(memory.frames_to_trim, t)
-        frames = x.unflatten(0, (b, t))[:, trim:].transpose(1, 2) * 2 - 1
-        return frames, TCDecoderMemory(past=past, frames_to_trim=memory.frames_to_trim - trim)
+                continue
+            x = layer(x)
+            if isinstance(layer, TGrow):
+                t *= layer.stride
+                if chunk and t > chunk and i + 1 < len(self.decoder):
+                    pieces = x.unflatten(0, (b, t)).split(chunk, dim=1)
+                    outs = [self._run(p.flatten(0, 1), i + 1, p.shape[1], b, past, chunk) for p in pieces]
+                    frames = torch.cat([o.unflatten(0, (b, n)) for o, n in outs], dim=1)
+                    return frames.flatten(0, 1), frames.shape[1]
+        return x, t

@@ -114,9 +114,14 @@ class Trainer:
         opt.step()
         return float(norm)
 
+    def ema_decay(self) -> float:
+        """The configured decay, warmed up as (1+n)/(10+n): early on the EMA follows the
+        weights, so a short run's EMA is not mostly its random initialisation."""
+        return min(self.cfg.run.ema_decay, (1 + self.step) / (10 + self.step))
+
     @torch.no_grad()
     def update_ema(self) -> None:
-        decay = self.cfg.run.ema_decay
+        decay = self.ema_decay()
         for name, module in self.task.trainable.items():
             params = dict(D.unwrap(module).named_parameters())
             for k, shadow in self.ema[name].items():
