@@ -1,4 +1,4 @@
-"""The ``flashvsr`` command line: upscale, probe, bench (and more subcommands as they land).
+"""The ``flashvsr`` command line: upscale, demo, eval, probe, ui, bench, train, data.
 
 Errors are caught here, at the edge, and printed as one line on stderr with a non-zero exit
 status: 2 for a bad command line, 1 for a bad input or a failed job, 128 + N when signal N
@@ -370,6 +370,69 @@ def _add_upscale_parser(sub) -> None:
     p.set_defaults(func=_upscale)
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import DemoConfig, run_demo
+    from .pipeline import Upscaler
+
+    upscaler = Upscaler.load(args.weights, device=args.device)
+    print(upscaler.report.summary(), file=sys.stderr)
+    folder = Path(args.output)
+    scores = run_demo(folder, upscaler, DemoConfig(frames=args.frames), quiet=args.quiet)
+    print(f"{int(scores['frames'])} frames upscaled ×4; PSNR-Y against the rendered ground truth: "
+          f"bicubic {scores['psnr_y_bicubic']:.2f} dB, FlashVSR {scores['psnr_y_flashvsr']:.2f} dB")  # fmt: skip
+    for name in ("input.mp4", "output.mp4", "side_by_side.mp4", "side_by_side.png"):
+        print(f"  {folder / name}")
+    return 0
+
+
+def _add_demo_parser(sub) -> None:
+    p = sub.add_parser("demo", help="render a clip, shrink it ×4 and upscale it back with the bundled model")
+    p.add_argument("-o", "--output", default="demo", help="folder for the demo files (default: demo)")
+    p.add_argument("--weights", metavar="DIR", help="model folder (default: the bundled model)")
+    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--frames", type=positive_int, default=48, help="frames to render (default 48, 2 s)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_demo)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .evaluation import BASELINES, EvalConfig, evaluate
+
+    methods = list(args.baselines) + [str(Path(m)) for m in args.model]
+    for m in args.model:
+        if not Path(m).is_dir():
+            raise ValueError(f"--model {m}: not a model folder")
+    clips = [Path(c) for c in args.clips]
+    missing = [str(c) for c in clips if not c.exists()]
+    if missing:
+        raise ValueError(f"ground truth not found: {', '.join(missing)}")
+    cfg = EvalConfig(scale=args.scale, degradation=args.degradation, seed=args.seed, max_frames=args.max_frames,
+                     device=args.device or "cpu", dtype=args.dtype or "float32")  # fmt: skip
+    if not methods:
+        methods = list(BASELINES)
+    report = evaluate(clips, methods, cfg, Path(args.output))
+    print(report.markdown())
+    print(f"tables and crops in {args.output}")
+    return 0
+
+
+def _add_eval_parser(sub) -> None:
+    p = sub.add_parser("eval", help="PSNR/SSIM, temporal error and speed of models and baselines on ground truth")
+    p.add_argument("clips", nargs="+", help="ground-truth videos, image-sequence folders or images")
+    p.add_argument("--model", action="append", default=[], metavar="DIR", help="a model folder to evaluate (repeatable)")
+    p.add_argument("--baselines", nargs="*", choices=["bicubic", "lanczos"], default=["bicubic", "lanczos"],
+                   help="interpolation baselines (default: both)")  # fmt: skip
+    p.add_argument("--degradation", choices=["bicubic", "realbasicvsr"], default="bicubic",
+                   help="how the LR inputs are made from the ground truth (default bicubic ×scale)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="degradation (and noise) seed")
+    p.add_argument("--scale", type=positive_int, default=4)
+    p.add_argument("--max-frames", type=int, default=33, help="frames per clip (0: all; default 33)")
+    p.add_argument("--device", help="torch device for models (default cpu)")
+    p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("-o", "--output", default="eval", help="folder for results.md, results.csv and crops/")
+    p.set_defaults(func=_eval)
+
+
 def _add_probe_parser(sub) -> None:
     p = sub.add_parser("probe", help="describe videos, images or image folders (size, frames, fps, audio…)")
     p.add_argument("paths", nargs="+", metavar="PATH")
@@ -385,6 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"flashvsr {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_upscale_parser(sub)
+    _add_demo_parser(sub)
+    _add_eval_parser(sub)
     _add_probe_parser(sub)
     _add_ui_parser(sub)
 

@@ -87,6 +87,7 @@ class TCDecoderConfig:
     blocks_per_stage: int = 3
     cond_frames: int = VAE_TEMPORAL_FACTOR
     cond_factor: int = VAE_SPATIAL_FACTOR
+    residual: bool = False  # add the output to its (upsampled) LQ frame: small models learn detail only
 
     @property
     def cond_channels(self) -> int:

@@ -200,12 +200,13 @@ def plan_jobs(
     if not raw_inputs:
         raise ValueError("no input given")
     sources, batch = _expand_inputs(raw_inputs, settings)
+    trailing_slash = str(output).endswith(("/", os.sep))  # before Path() drops it: "out.v2/" is a folder
     output = Path(output)
     if batch:
         _check_batch_folder(output)
         jobs = [_plan(info, *_batch_output(info, output, settings), size, settings) for info in sources]
     else:
-        kind = _output_kind(sources[0], output, trailing_slash=str(output).endswith(("/", os.sep)))
+        kind = _output_kind(sources[0], output, trailing_slash=trailing_slash)
         jobs = [_plan(sources[0], output, kind, size, settings)]
     _check_distinct(jobs, [s.path for s in sources])
     return jobs

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flashvsr.io import open_reader, probe
+from flashvsr.io import IMAGE_SEQUENCE, open_reader, probe
 from flashvsr.io.color import MATRIX_BT709, RANGE_FULL, ColorInfo
 from flashvsr.jobs import JobCancelled, OutputSettings, SizeRequest, plan_job, run_job
 from flashvsr.pipeline import Upscaler
@@ -245,3 +245,12 @@ def test_damaged_video_is_upscaled_as_far_as_it_decodes_with_a_warning(tmp_path,
     assert 0 < decoded < 30
     assert probe(tmp_path / "out.mp4").frames == decoded == result.frames
     assert any(f"declares 30 frames but {decoded} could be decoded" in w for w in result.warnings), result.warnings
+
+
+def test_trailing_slash_makes_a_dotted_name_a_folder(tmp_path):
+    from flashvsr.jobs import plan_jobs
+
+    clip = write_video(tmp_path / "in.mp4", frames=3, width=32, height=24)
+    settings = OutputSettings()
+    as_folder = plan_jobs([clip], str(tmp_path / "frames.v2") + "/", SizeRequest(scale=2), settings)
+    assert as_folder[0].output.name == "frames.v2" and as_folder[0].output_kind == IMAGE_SEQUENCE

@@ -124,8 +124,16 @@ class TCDecoder(nn.Module):
         past = dict(memory.past)
         x, t = self._run(x, 0, n, b, past, frame_chunk)
         trim = min(memory.frames_to_trim, t)
-        frames = x.unflatten(0, (b, t))[:, trim:].transpose(1, 2) * 2 - 1
+        out = x.unflatten(0, (b, t))[:, trim:].transpose(1, 2)
+        # the output is [0, 1]; the residual form predicts a change to the LQ frame instead
+        frames = lq[:, :, trim:].to(out.dtype) + 2 * out if self.cfg.residual else out * 2 - 1
         return frames, TCDecoderMemory(past=past, frames_to_trim=memory.frames_to_trim - trim)
+
+    def zero_last_layer(self) -> None:
+        """Start a residual decoder as the identity on the LQ frames."""
+        last = self.decoder[-1]
+        torch.nn.init.zeros_(last.weight)
+        torch.nn.init.zeros_(last.bias)
 
     def _run(self, x, start: int, t: int, b: int, past: dict, chunk: int) -> tuple[torch.Tensor, int]:
         """Layers ``start…`` on (b·t, C, H, W); memory blocks read and update ``past``."""

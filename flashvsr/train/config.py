@@ -113,6 +113,9 @@ class DecoderLossConfig:
     lpips_weights: str = ""
     latent_noise: float = 0.0  # > 0: perturb latents by N(0, σ²), σ ~ U(0, this) (not in the paper):
     #                             teaches a decoder for a small, briefly distilled DiT to lean on the LQ frames
+    latents: str = "vae"  # "vae" (paper) or "student": the one-step DiT's own latents, as at inference
+    student: str = ""  # model folder or Stage-3 checkpoint providing the student (latents = "student")
+    restart_output: bool = False  # zero the last layer after loading `init` (switching to a residual decoder)
 
 
 @dataclass(frozen=True)
@@ -161,7 +164,8 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
 def check(cfg: TrainConfig, source: Path) -> None:
     if cfg.stage not in STAGES:
         raise ValueError(f"{source}: unknown stage {cfg.stage!r}; choose one of {STAGES}")
-    if cfg.stage != "vae" and not cfg.vae:
+    decoder_without_vae = cfg.stage == "tcdecoder" and cfg.decoder_loss.latents == "student" and not cfg.decoder_loss.vae_weight
+    if cfg.stage != "vae" and not cfg.vae and not decoder_without_vae:
         raise ValueError(f"{source}: stage {cfg.stage} needs `vae = <checkpoint of the vae stage>`")
     t = cfg.data.latent_frames
     if cfg.stage in ("stage2", "stage3") and (t % 2 or t < 6):
@@ -224,7 +228,9 @@ def resolve_paths(cfg: TrainConfig, base: Path) -> TrainConfig:
         dmd=dataclasses.replace(
             cfg.dmd, teacher=fix(cfg.dmd.teacher), student=fix(cfg.dmd.student), lpips_weights=fix(cfg.dmd.lpips_weights)
         ),
-        decoder_loss=dataclasses.replace(cfg.decoder_loss, lpips_weights=fix(cfg.decoder_loss.lpips_weights)),
+        decoder_loss=dataclasses.replace(
+            cfg.decoder_loss, lpips_weights=fix(cfg.decoder_loss.lpips_weights), student=fix(cfg.decoder_loss.student)
+        ),
         vae_loss=dataclasses.replace(cfg.vae_loss, lpips_weights=fix(cfg.vae_loss.lpips_weights)),
     )
 

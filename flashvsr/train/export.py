@@ -53,3 +53,23 @@ def export_model(
     if card:
         (folder / CARD_FILE).write_text(card)
     return folder
+
+
+def replace_decoder(model: str | Path, tc_decoder: str | Path, out: str | Path, dtype: torch.dtype = torch.float16,
+                    card: str = "") -> Path:  # fmt: skip
+    """A copy of a model folder with the TC decoder (and its config) from a decoder stage."""
+    from ..weights.loading import load_model
+
+    ckpt_cfg = stage_model_config(tc_decoder)
+    models, _ = load_model(model, variants=("tiny", "full"), dtype=torch.float32)
+    models.config = replace(models.config, tc_decoder=ckpt_cfg.tc_decoder)
+    from ..models.tc_decoder import TCDecoder
+
+    models.tc_decoder = TCDecoder(ckpt_cfg.tc_decoder)
+    models.tc_decoder.load_state_dict(checkpoint_weights(tc_decoder, "tc_decoder"))
+    for module in models.modules().values():
+        module.to(dtype)
+    folder = save_model(models, out)
+    if card:
+        (folder / CARD_FILE).write_text(card)
+    return folder

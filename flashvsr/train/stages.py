@@ -356,38 +356,88 @@ class DMDTask(BaseTask):
         return {"lq": batch["lq"][:, :, : out.shape[2]], "one_step": out, "hr": batch["hr"]}
 
 
+def weights_source(source: str, name: str) -> dict[str, torch.Tensor]:
+    """A component's weights from a stage checkpoint or from a model folder."""
+    from ..weights.loading import CONFIG_FILE, MODEL_FILE
+
+    folder = Path(source)
+    if (folder / CONFIG_FILE).is_file():
+        from safetensors.torch import load_file
+
+        return {k: v.float() for k, v in split_prefixed(load_file(str(folder / MODEL_FILE)), f"{name}.").items()}
+    return checkpoint_weights(source, name)
+
+
+def student_net(cfg: TrainConfig, source: str, device) -> DiffusionNet:
+    """The one-step student (frozen), from a model folder or a Stage-3 checkpoint."""
+    net = DiffusionNet(cfg.model)
+    if (Path(source) / "config.json").is_file():
+        net.dit.load_state_dict(weights_source(source, "dit"))
+        net.lq_proj.load_state_dict(weights_source(source, "lq_proj"))
+    else:
+        net.load_state_dict(merge_lora_state(checkpoint_weights(source, "net")))
+    return net.to(device).eval().requires_grad_(False)
+
+
 class TCDecoderTask(BaseTask):
     def __init__(self, cfg, trainer):
         super().__init__(cfg, trainer)
-        self.vae = load_frozen_vae(cfg, self.device)
+        c = cfg.decoder_loss
+        self.vae = load_frozen_vae(cfg, self.device) if cfg.vae else None
+        self.student = student_net(cfg, c.student, self.device) if c.latents == "student" else None
         decoder = TCDecoder(cfg.model.tc_decoder)
         if cfg.init:
-            decoder.load_state_dict(checkpoint_weights(cfg.init, "tc_decoder"))
+            decoder.load_state_dict(weights_source(cfg.init, "tc_decoder"))
+        if c.restart_output:
+            decoder.zero_last_layer()
         self.trainable = {"tc_decoder": decoder.to(self.device)}
-        self.lpips = LPIPSLoss(cfg.decoder_loss.lpips_weights, self.device)
+        self.lpips = LPIPSLoss(c.lpips_weights, self.device)
+
+    @torch.no_grad()
+    def latents(self, batch) -> torch.Tensor:
+        c = self.cfg.decoder_loss
+        if self.student is not None:
+            shape = (batch["hr"].shape[0], self.cfg.model.dit.in_channels, self.cfg.data.latent_frames,
+                     batch["hr"].shape[-2] // 8, batch["hr"].shape[-1] // 8)  # fmt: skip
+            noise = torch.randn(shape, device=self.device)
+            ones = torch.full((shape[0],), INFERENCE_TIMESTEP, device=self.device)
+            attention = sparse_attention(self.cfg, noise, self.device, self.rng)
+            with self.trainer.autocast():
+                latents = noise - self.student(noise, batch["lq"], ones, attention, True).float()
+        else:
+            latents = self.vae.encode(batch["hr"])
+        return latents
+
+    @torch.no_grad()
+    def perturbed(self, latents: torch.Tensor) -> torch.Tensor:
+        c = self.cfg.decoder_loss
+        if c.latent_noise <= 0:
+            return latents
+        sigma = c.latent_noise * torch.rand(latents.shape[0], 1, 1, 1, 1, device=self.device)
+        return latents + sigma * torch.randn_like(latents)
 
     def train_step(self, batch, step):
         c = self.cfg.decoder_loss
         hr = batch["hr"]
-        with torch.no_grad():
-            latents = self.vae.encode(hr)
-            vae_frames = self.vae.decode(latents)
-            if c.latent_noise > 0:
-                sigma = c.latent_noise * torch.rand(latents.shape[0], 1, 1, 1, 1, device=self.device)
-                latents = latents + sigma * torch.randn_like(latents)
+        latents = self.latents(batch)
         with self.trainer.autocast():
-            frames = self.trainable["tc_decoder"](latents, lq_condition_frames(batch["lq"], hr.shape[2])).float()
-        gt_mse, vae_mse = F.mse_loss(frames, hr), F.mse_loss(frames, vae_frames)
-        perceptual = self.lpips(frames, hr) + self.lpips(frames, vae_frames)
-        loss = c.gt_weight * gt_mse + c.vae_weight * vae_mse + c.lpips_weight * perceptual
+            frames = self.trainable["tc_decoder"](self.perturbed(latents), lq_condition_frames(batch["lq"], hr.shape[2]))
+        frames = frames.float()
+        gt_mse = F.mse_loss(frames, hr)
+        loss = c.gt_weight * gt_mse + c.lpips_weight * self.lpips(frames, hr)
+        losses = {"gt_mse": gt_mse}
+        if c.vae_weight:  # the VAE decoder's output on the same latents is a second target
+            with torch.no_grad():
+                vae_frames = self.vae.decode(latents)
+            losses["vae_mse"] = F.mse_loss(frames, vae_frames)
+            loss = loss + c.vae_weight * losses["vae_mse"] + c.lpips_weight * self.lpips(frames, vae_frames)
         self.trainer.optimize("main", loss)
-        return _detached({"loss": loss, "gt_mse": gt_mse, "vae_mse": vae_mse, "lpips": perceptual})
+        return _detached({"loss": loss, **losses})
 
     @torch.no_grad()
     def validate(self, batch):
-        latents = self.vae.encode(batch["hr"])
-        frames = self.trainable["tc_decoder"](latents, lq_condition_frames(batch["lq"], batch["hr"].shape[2]))
-        return {"lq": batch["lq"][:, :, : frames.shape[2]], "tc_decoder": frames, "vae": self.vae.decode(latents), "hr": batch["hr"]}
+        frames = self.trainable["tc_decoder"](self.latents(batch), lq_condition_frames(batch["lq"], batch["hr"].shape[2]))
+        return {"lq": batch["lq"][:, :, : frames.shape[2]], "tc_decoder": frames, "hr": batch["hr"]}
 
 
 TASKS = {"vae": VAETask, "stage1": FlowTask, "stage2": FlowTask, "stage3": DMDTask, "tcdecoder": TCDecoderTask}
