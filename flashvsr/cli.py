@@ -274,6 +274,14 @@ def scale_factor(text: str) -> float:
     return value
 
 
+def crop_size(text: str) -> tuple[int, int]:
+    """``WxH`` → (height, width)."""
+    w, sep, h = text.lower().partition("x")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected WIDTHxHEIGHT, e.g. 512x320")
+    return positive_int(h), positive_int(w)
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -396,18 +404,21 @@ def _add_demo_parser(sub) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .evaluation import BASELINES, EvalConfig, evaluate
+    from .evaluation import BASELINES, EvalConfig, evaluate, find_clips
 
     methods = list(args.baselines) + [str(Path(m)) for m in args.model]
     for m in args.model:
         if not Path(m).is_dir():
             raise ValueError(f"--model {m}: not a model folder")
-    clips = [Path(c) for c in args.clips]
-    missing = [str(c) for c in clips if not c.exists()]
+    named = [Path(c) for c in args.clips] + [Path(s) for s in args.sequence]
+    missing = [str(c) for c in named if not c.exists()]
     if missing:
         raise ValueError(f"ground truth not found: {', '.join(missing)}")
+    clips = find_clips([Path(c) for c in args.clips], [Path(s) for s in args.sequence])
+    if not clips:
+        raise ValueError("no videos, photos or image sequences found in the given paths")
     cfg = EvalConfig(scale=args.scale, degradation=args.degradation, seed=args.seed, max_frames=args.max_frames,
-                     device=args.device or "cpu", dtype=args.dtype or "float32")  # fmt: skip
+                     device=args.device or "cpu", dtype=args.dtype or "float32", crop=args.crop)  # fmt: skip
     if not methods:
         methods = list(BASELINES)
     report = evaluate(clips, methods, cfg, Path(args.output))
@@ -418,7 +429,9 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _add_eval_parser(sub) -> None:
     p = sub.add_parser("eval", help="PSNR/SSIM, temporal error and speed of models and baselines on ground truth")
-    p.add_argument("clips", nargs="+", help="ground-truth videos, image-sequence folders or images")
+    p.add_argument("clips", nargs="*", help="ground-truth videos or photos, or folders searched for them")
+    p.add_argument("--sequence", action="append", default=[], metavar="DIR",
+                   help="a folder of numbered frames, measured as one clip (repeatable)")  # fmt: skip
     p.add_argument("--model", action="append", default=[], metavar="DIR", help="a model folder to evaluate (repeatable)")
     p.add_argument("--baselines", nargs="*", choices=["bicubic", "lanczos"], default=["bicubic", "lanczos"],
                    help="interpolation baselines (default: both)")  # fmt: skip
@@ -429,6 +442,7 @@ def _add_eval_parser(sub) -> None:
     p.add_argument("--max-frames", type=int, default=33, help="frames per clip (0: all; default 33)")
     p.add_argument("--device", help="torch device for models (default cpu)")
     p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--crop", type=crop_size, metavar="WxH", help="measure on a centred WxH crop of each clip (faster)")
     p.add_argument("-o", "--output", default="eval", help="folder for results.md, results.csv and crops/")
     p.set_defaults(func=_eval)
 

@@ -48,6 +48,7 @@ class EvalConfig:
     device: str = "cpu"
     dtype: str = "float32"
     color_fix: str = "adain"
+    crop: tuple[int, int] | None = None  # (height, width) of a centred ground-truth crop; None: whole frames
 
 
 @dataclass
@@ -165,8 +166,16 @@ def frame_metrics(sr: np.ndarray, gt: np.ndarray, shave: int) -> dict[str, float
 # Inputs and methods
 
 
-def load_ground_truth(path: Path, max_frames: int, scale: int) -> np.ndarray:
-    """(T, H, W, 3) uint8, cropped to a multiple of ``scale``."""
+def find_clips(paths: list[Path], sequences: list[Path] = ()) -> list[Path]:
+    """Ground-truth clips: each video or photo named or found (recursively) in a named folder,
+    plus each image-sequence folder in ``sequences`` as one clip."""
+    from .data.curate import find_media
+
+    return [item.path for item in find_media(paths, sequences)]
+
+
+def load_ground_truth(path: Path, max_frames: int, scale: int, crop: tuple[int, int] | None = None) -> np.ndarray:
+    """(T, H, W, 3) uint8: the centred ``crop`` (height, width) if given, cut to a multiple of ``scale``."""
     if path.is_dir():
         files = sequence_files(path)[: max_frames or None]
         frames = np.stack([read_image(f) for f in files])
@@ -174,8 +183,11 @@ def load_ground_truth(path: Path, max_frames: int, scale: int) -> np.ndarray:
         frames = read_image(path)[None]
     else:
         frames = read_video(path, 0, max_frames or None)
-    h, w = frames.shape[1] // scale * scale, frames.shape[2] // scale * scale
-    return np.ascontiguousarray(frames[:, :h, :w])
+    h, w = frames.shape[1:3]
+    ch, cw = (min(crop[0], h), min(crop[1], w)) if crop else (h, w)
+    y, x = (h - ch) // 2, (w - cw) // 2
+    ch, cw = ch // scale * scale, cw // scale * scale
+    return np.ascontiguousarray(frames[:, y : y + ch, x : x + cw])
 
 
 def make_lr(gt: np.ndarray, cfg: EvalConfig) -> np.ndarray:
@@ -225,7 +237,7 @@ def evaluate(clips: list[Path], methods: list[str], cfg: EvalConfig, out: Path) 
     report = Report(cfg)
     runners = {m: (ModelMethod(Path(m), cfg) if m not in BASELINES else m) for m in methods}
     for clip in clips:
-        gt = load_ground_truth(clip, cfg.max_frames, cfg.scale)
+        gt = load_ground_truth(clip, cfg.max_frames, cfg.scale, cfg.crop)
         lr = make_lr(gt, cfg)
         size = gt.shape[1:3]
         outputs = {}

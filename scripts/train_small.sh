@@ -3,9 +3,10 @@
 #   curate → VAE → (Stage 1 → Stage 2 → Stage 3) ∥ TC decoder → export.
 # Usage (from the repository root):  scripts/train_small.sh DATA_ROOT [PHASE]
 #   DATA_ROOT is laid out like ../shared/data (video/…, images/…). Runs land in runs/small/.
-#   PHASE: all (default), 1 (curation, VAE, Stage 1 ∥ TC decoder) or 2 (Stages 2, 3, export),
-#   so that a machine with a per-command time limit can run it in two commands.
-# Stage time budgets in minutes (VAE_MIN, S1_MIN, S2_MIN, S3_MIN, TC_MIN) and extra
+#   PHASE: all (default), 1 (curation, VAE, Stage 1 ∥ TC decoder), 2 (Stages 2, 3, export) or
+#   3 (residual TC decoder fine-tuned on the student's own latents, swapped into the model),
+#   so that a machine with a per-command time limit can run it in three commands.
+# Stage time budgets in minutes (VAE_MIN, S1_MIN, S2_MIN, S3_MIN, TC_MIN, FT_MIN) and extra
 # --set overrides for every stage (EXTRA_SET) come from the environment.
 set -euo pipefail
 DATA=$(realpath "$1")
@@ -21,10 +22,12 @@ for kv in "${EXTRA[@]}"; do common+=(--set "$kv"); done
 
 stage() {  # stage NAME MINUTES
     echo "== $1"
-    "${FLASHVSR[@]}" train "$1" "$CFG/$1.toml" "${common[@]}" --set "run.max_minutes=$2"
+    "${FLASHVSR[@]}" train "${1%_finetune}" "$CFG/$1.toml" "${common[@]}" --set "run.max_minutes=$2"
 }
 
-if [ "$PHASE" != 2 ]; then
+runs_phase() { [ "$PHASE" = all ] || [ "$PHASE" = "$1" ]; }
+
+if runs_phase 1; then
     echo "== curation"
     SEQUENCES=()
     [ -d "$DATA/video/hevc_basketballpass_416x240" ] && SEQUENCES=(--sequence "$DATA/video/hevc_basketballpass_416x240")
@@ -42,11 +45,19 @@ if [ "$PHASE" != 2 ]; then
     wait "$tc" || { cat "$OUT/tcdecoder.log"; exit 1; }
     tail -n 3 "$OUT/tcdecoder.log"
 fi
-[ "$PHASE" = 1 ] && exit 0
 
-stage stage2 "${S2_MIN:-2.5}"
-stage stage3 "${S3_MIN:-4.0}"
+if runs_phase 2; then
+    stage stage2 "${S2_MIN:-2.5}"
+    stage stage3 "${S3_MIN:-4.0}"
+    echo "== export"
+    "${FLASHVSR[@]}" train export --vae "$OUT/vae" --diffusion "$OUT/stage3" --tc-decoder "$OUT/tcdecoder" \
+        -o "$OUT/model_base" --dtype float16
+fi
 
-echo "== export"
-"${FLASHVSR[@]}" train export --vae "$OUT/vae" --diffusion "$OUT/stage3" --tc-decoder "$OUT/tcdecoder" \
-    -o "$OUT/model" --dtype float16
+if runs_phase 3; then
+    base=$(realpath "$OUT/model_base")
+    common+=(--set "init=$base" --set "decoder_loss.student=$base")
+    stage tcdecoder_finetune "${FT_MIN:-6.5}"
+    echo "== replace decoder"
+    "${FLASHVSR[@]}" train replace-decoder "$OUT/model_base" --tc-decoder "$OUT/tcdecoder_finetune" -o "$OUT/model"
+fi

@@ -57,3 +57,12 @@ def random_frames(n: int, height: int, width: int, seed: int = 0) -> torch.Tenso
     small = (base + drift.cumsum(0) * 0.1).remainder(1.0)
     frames = torch.nn.functional.interpolate(small, size=(height, width), mode="bilinear", align_corners=False)
     return frames * 2 - 1
+
+
+@pytest.fixture(autouse=True)
+def grad_mode_is_left_as_found():
+    """A test (or the code it runs) must not leave autograd switched off for the tests after it,
+    as a suspended generator inside ``torch.no_grad()`` would."""
+    yield
+    assert torch.is_grad_enabled(), "autograd was left disabled"
+    torch.set_grad_enabled(True)

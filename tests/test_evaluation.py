@@ -7,9 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from flashvsr import cli
 from flashvsr.demo import DemoConfig, read_frames, run_demo
-from flashvsr.evaluation import EvalConfig, evaluate, frame_metrics, psnr, ssim, temporal_error
+from flashvsr.evaluation import EvalConfig, evaluate, frame_metrics, load_ground_truth, psnr, ssim, temporal_error
 from flashvsr.pipeline import Upscaler
 from flashvsr.weights.loading import save_model
 
@@ -59,6 +61,17 @@ def test_evaluate_writes_tables_and_crops(tmp_path, tiny_folder):
     assert (tmp_path / "out" / "crops" / "gt.png").is_file()
 
 
+def test_load_ground_truth_takes_a_centred_crop(tmp_path):
+    frames = moving_scene(3, 128, 2)
+    clip = write_video(tmp_path / "gt.mp4", frames)
+    whole = load_ground_truth(clip, 0, 4)
+    crop = load_ground_truth(clip, 0, 4, crop=(62, 90))  # cut down to multiples of 4
+    assert crop.shape == (3, 60, 88, 3)
+    y, x = (128 - 62) // 2, (128 - 90) // 2
+    assert np.array_equal(crop, whole[:, y : y + 60, x : x + 88])
+    assert load_ground_truth(clip, 2, 4, crop=(500, 500)).shape == (2, 128, 128, 3)
+
+
 def test_demo_renders_upscales_and_compares(tmp_path, tiny_folder):
     up = Upscaler.load(tiny_folder, device="cpu")
     scores = run_demo(tmp_path, up, DemoConfig(width=256, height=128, frames=10), quiet=True)
@@ -67,3 +80,23 @@ def test_demo_renders_upscales_and_compares(tmp_path, tiny_folder):
     assert read_frames(tmp_path / "output.mp4").shape == (10, 128, 256, 3)
     assert read_frames(tmp_path / "side_by_side.mp4").shape == (10, 128, 768, 3)
     assert (tmp_path / "side_by_side.png").is_file()
+
+
+def test_eval_command_finds_clips_in_folders_and_sequences(tmp_path, capsys):
+    videos = tmp_path / "gt" / "videos"
+    videos.mkdir(parents=True)
+    write_video(videos / "a.mp4", moving_scene(3, 64, 4))
+    Image.fromarray(moving_scene(1, 64, 5)[0]).save(tmp_path / "gt" / "photo.png")
+    seq = tmp_path / "frames"
+    seq.mkdir()
+    for i, f in enumerate(moving_scene(3, 64, 6)):
+        Image.fromarray(f).save(seq / f"{i:03d}.png")
+    code = cli.main(["eval", str(tmp_path / "gt"), "--sequence", str(seq), "--baselines", "bicubic",
+                     "--crop", "48x32", "-o", str(tmp_path / "out")])  # fmt: skip
+    assert code == 0
+    rows = (tmp_path / "out" / "results.csv").read_text().splitlines()[1:]
+    assert sorted(r.split(",")[0] for r in rows) == ["a", "frames", "mean", "photo"]
+    assert {r.split(",")[2] for r in rows[:3]} == {"3", "1"}
+    assert sorted(p.name for p in (tmp_path / "out" / "crops").iterdir()) == ["a.png", "frames.png", "photo.png"]
+    assert cli.main(["eval", str(tmp_path / "nothing-here"), "-o", str(tmp_path / "o2")]) != 0
+    assert "not found" in capsys.readouterr().err

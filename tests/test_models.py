@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
+import pytest
 import torch
 
 from flashvsr.models.dit import dense_attention, rope_cos_sin, rope_split, sinusoidal_embedding
 from flashvsr.models.lq_proj import LQProjCache
-from flashvsr.models.tc_decoder import lq_condition
+from flashvsr.models.tc_decoder import TCDecoder, lq_condition
 
 from .conftest import random_frames, tiny_models
 
-torch.set_grad_enabled(False)
+
+
+@pytest.fixture(autouse=True)
+def no_grad():
+    with torch.no_grad():  # inference checks only; scoped so later modules still train
+        yield
 
 
 def test_rope_split_and_angles_follow_spec():
@@ -95,6 +102,21 @@ def test_tc_decoder_chunking_does_not_change_frames():
     for chunk in (1, 3):  # frame chunks after each temporal growth: same frames, less memory
         chunked, _ = dec.decode(dec.start(), latents, lq, frame_chunk=chunk)
         torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_residual_tc_decoder_starts_as_the_identity_on_lq_frames():
+    cfg = replace(tiny_models().tc_decoder.cfg, residual=True)
+    dec = TCDecoder(cfg)
+    latents = torch.randn(1, 16, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    lq = random_frames(12, 64, 64, seed=4)[None].transpose(1, 2)
+    before, _ = dec.decode(dec.start(), latents, lq)
+    assert (before - lq[:, :, 3:]).abs().max() > 1e-3  # random init: a residual is added
+    dec.zero_last_layer()
+    mem, parts = dec.start(), []
+    for i in range(3):  # streaming, one latent frame per call
+        out, mem = dec.decode(mem, latents[:, :, i : i + 1], lq[:, :, 4 * i : 4 * i + 4])
+        parts.append(out)
+    torch.testing.assert_close(torch.cat(parts, dim=2), lq[:, :, 3:], rtol=0, atol=0)
 
 
 def test_tc_condition_channel_order():

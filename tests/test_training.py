@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from flashvsr import cli
 from flashvsr.config import EngineConfig, SparseAttentionConfig
 from flashvsr.data.datasets import ClipDataset, loader
 from flashvsr.data.manifest import read_manifest
@@ -30,7 +31,7 @@ from flashvsr.train.nets import merge_lora_state
 from flashvsr.train.packing import PackedItem, packed_velocity
 from flashvsr.train.run import run_stage
 from flashvsr.train.stages import TASKS
-from flashvsr.train.trainer import Trainer, load_checkpoint
+from flashvsr.train.trainer import Trainer, checkpoint_weights, load_checkpoint
 
 from .conftest import REPO, random_frames, tiny_models
 from .training_helpers import make_dataset, stage_toml
@@ -82,6 +83,26 @@ def test_exported_model_upscales_through_the_engine(trained: Path):
         frames = [np.random.default_rng(i).integers(0, 255, (33, 47, 3), dtype=np.uint8) for i in range(3)]
         out = up.upscale_frames(frames, scale=2)
         assert len(out) == 3 and out[0].shape == (66, 94, 3)
+
+
+def test_residual_decoder_fine_tunes_on_the_students_latents(trained: Path):
+    """The small model's last step: a residual TC decoder trained on the exported student's own
+    latents, swapped into the model folder with ``flashvsr train replace-decoder``."""
+    model = export_model(trained / "vae", trained / "stage3", trained / "tcdecoder", trained / "ft_base", card="# base")
+    overrides = {"init": str(model), "model.tc_decoder.residual": True, "decoder_loss.latents": "student",
+                 "decoder_loss.student": str(model), "decoder_loss.restart_output": True, "decoder_loss.vae_weight": 0.0}  # fmt: skip
+    losses = run_stage(write_config(trained, "tcdecoder", steps=3, name="ft_decoder"), overrides)
+    assert np.isfinite(losses["gt_mse"]) and "vae_mse" not in losses
+    code = cli.main(["train", "replace-decoder", str(model), "--tc-decoder", str(trained / "ft_decoder"),
+                     "-o", str(trained / "ft_model")])  # fmt: skip
+    assert code == 0
+    up = Upscaler.load(trained / "ft_model", device="cpu")
+    assert up.models.config.tc_decoder.residual and (trained / "ft_model" / "MODEL_CARD.md").read_text() == "# base"
+    weights = checkpoint_weights(trained / "ft_decoder", "tc_decoder")  # the EMA weights, stored in fp16
+    for name, value in up.models.tc_decoder.state_dict().items():
+        torch.testing.assert_close(value.float(), weights[name].float(), rtol=1e-3, atol=1e-3)
+    frames = [np.random.default_rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8) for i in range(5)]
+    assert [f.shape for f in up.upscale_frames(frames, scale=2)] == [(64, 64, 3)] * 5
 
 
 def fixed_batch_task(root: Path, stage: str, overrides: dict | None = None):

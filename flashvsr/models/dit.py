@@ -127,7 +127,9 @@ def split_modulation(table: torch.Tensor, t_mod: torch.Tensor, dtype: torch.dtyp
     return (table[:, None] + t_mod).to(dtype).unbind(dim=2)
 
 
-class SelfAttention(nn.Module):
+class AttentionProjections(nn.Module):
+    """The q/k/v/o projections and q/k RMSNorms shared by self- and cross-attention."""
+
     def __init__(self, cfg: DiTConfig):
         super().__init__()
         self.num_heads = cfg.num_heads
@@ -138,6 +140,8 @@ class SelfAttention(nn.Module):
         self.norm_q = RMSNorm(cfg.dim, cfg.eps)
         self.norm_k = RMSNorm(cfg.dim, cfg.eps)
 
+
+class SelfAttention(AttentionProjections):
     def qkv(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]):
         """Normalised, rotated queries and keys and the values, as (B, L, heads, d)."""
         heads = (self.num_heads, -1)
@@ -147,17 +151,7 @@ class SelfAttention(nn.Module):
         return q, k, v
 
 
-class CrossAttention(nn.Module):
-    def __init__(self, cfg: DiTConfig):
-        super().__init__()
-        self.num_heads = cfg.num_heads
-        self.q = nn.Linear(cfg.dim, cfg.dim)
-        self.k = nn.Linear(cfg.dim, cfg.dim)
-        self.v = nn.Linear(cfg.dim, cfg.dim)
-        self.o = nn.Linear(cfg.dim, cfg.dim)
-        self.norm_q = RMSNorm(cfg.dim, cfg.eps)
-        self.norm_k = RMSNorm(cfg.dim, cfg.eps)
-
+class CrossAttention(AttentionProjections):
     def context_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of the (fixed) text context, as (B, heads, tokens, d)."""
         heads = (self.num_heads, -1)

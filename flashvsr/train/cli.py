@@ -38,9 +38,19 @@ def _export(args) -> int:
     from .export import export_model
 
     card = Path(args.card).read_text() if args.card else ""
-    dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[args.dtype]
-    folder = export_model(args.vae, args.diffusion, args.tc_decoder, args.output, dtype, card, not args.no_vae)
+    folder = export_model(args.vae, args.diffusion, args.tc_decoder, args.output, getattr(torch, args.dtype), card,
+                          not args.no_vae)  # fmt: skip
     print(f"wrote {folder}")
+    return 0
+
+
+def _replace_decoder(args) -> int:
+    import torch
+
+    from .export import replace_decoder
+
+    card = Path(args.card).read_text() if args.card else ""
+    print(f"wrote {replace_decoder(args.model, args.tc_decoder, args.output, getattr(torch, args.dtype), card)}")
     return 0
 
 
@@ -67,6 +77,13 @@ def add_train_parser(sub) -> None:
     exp.add_argument("--card", help="a Markdown model card to include")
     exp.add_argument("--no-vae", action="store_true", help="leave out the VAE (no full variant)")
     exp.set_defaults(func=_export)
+    rep = tsub.add_parser("replace-decoder", help="copy a model folder with a newly trained TC decoder")
+    rep.add_argument("model", help="model folder to copy")
+    rep.add_argument("--tc-decoder", required=True, help="TC decoder stage run folder or checkpoint")
+    rep.add_argument("-o", "--output", required=True, help="model folder to write")
+    rep.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
+    rep.add_argument("--card", help="a Markdown model card (default: the copied folder's)")
+    rep.set_defaults(func=_replace_decoder)
 
 
 def _scan(args) -> int:

@@ -10,7 +10,8 @@ import torch
 
 from ..config import ModelConfig
 from ..models import FlashVSRModels
-from ..weights.loading import save_model
+from ..models.tc_decoder import TCDecoder
+from ..weights.loading import load_model, save_model
 from .nets import fixed_context, merge_lora_state, split_prefixed
 from .trainer import checkpoint_weights, load_checkpoint
 
@@ -57,19 +58,22 @@ def export_model(
 
 def replace_decoder(model: str | Path, tc_decoder: str | Path, out: str | Path, dtype: torch.dtype = torch.float16,
                     card: str = "") -> Path:  # fmt: skip
-    """A copy of a model folder with the TC decoder (and its config) from a decoder stage."""
-    from ..weights.loading import load_model
-
-    ckpt_cfg = stage_model_config(tc_decoder)
+    """A copy of a model folder with the TC decoder (and its config) from a decoder stage,
+    e.g. a residual decoder fine-tuned on the model's own latents."""
+    decoder_cfg = stage_model_config(tc_decoder).tc_decoder
     models, _ = load_model(model, variants=("tiny", "full"), dtype=torch.float32)
-    models.config = replace(models.config, tc_decoder=ckpt_cfg.tc_decoder)
-    from ..models.tc_decoder import TCDecoder
-
-    models.tc_decoder = TCDecoder(ckpt_cfg.tc_decoder)
+    models.config = replace(models.config, tc_decoder=decoder_cfg)
+    models.tc_decoder = TCDecoder(decoder_cfg)
     models.tc_decoder.load_state_dict(checkpoint_weights(tc_decoder, "tc_decoder"))
     for module in models.modules().values():
         module.to(dtype)
     folder = save_model(models, out)
+    card = card or _existing_card(Path(model))
     if card:
         (folder / CARD_FILE).write_text(card)
     return folder
+
+
+def _existing_card(folder: Path) -> str:
+    path = folder / CARD_FILE
+    return path.read_text() if path.is_file() else ""
