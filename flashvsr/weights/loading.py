@@ -56,10 +56,9 @@ class LoadReport:
     def summary(self) -> str:
         total = sum(self.parameters.values()) / 1e6
         parts = ", ".join(f"{k} {v / 1e6:.1f}M" for k, v in self.parameters.items())
-        return (
-            f"FlashVSR {self.release} weights ({self.release_reason}) from {self.folder}: "
-            f"{total:.1f}M parameters ({parts})"
-        )
+        what = (f"FlashVSR {self.release} weights ({self.release_reason})" if self.kind == "official"
+                else f"model {self.folder.name} (release rule {self.release}, {self.release_reason})")  # fmt: skip
+        return f"{what} from {self.folder}: {total:.1f}M parameters ({parts})"
 
 
 # --------------------------------------------------------------------------------------------
