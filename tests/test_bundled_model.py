@@ -1,0 +1,69 @@
+"""The model shipped in the package: present, within its size budget, the default of the CLI,
+and run through the same streaming engine with the same guarantees as any other weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from flashvsr import cli
+from flashvsr.data.degrade import bicubic_downscale
+from flashvsr.demo import DemoConfig, render_scene
+from flashvsr.evaluation import frame_metrics, upscale_baseline
+from flashvsr.io import probe
+from flashvsr.pipeline import Upscaler
+from flashvsr.weights.bundled import default_model_folder
+
+from .media_helpers import write_video
+
+SIZE_BUDGET = 80 * 2**20  # bytes, the whole folder
+
+
+@pytest.fixture(scope="module")
+def bundled() -> Upscaler:
+    return Upscaler.load(None, device="cpu")
+
+
+def test_bundled_folder_is_complete_and_small():
+    folder = default_model_folder()
+    assert sum(f.stat().st_size for f in folder.iterdir()) <= SIZE_BUDGET
+    card = (folder / "MODEL_CARD.md").read_text()
+    for section in ("## Architecture", "## Training data", "## Stages and steps", "## Results", "## Licence notes"):
+        assert section in card
+    for variant in ("tiny", "full"):
+        assert Upscaler.load(folder, variant=variant, device="cpu").models.config.dit.num_layers == 8
+
+
+def test_cli_uses_the_bundled_model_without_weights(tmp_path, capsys):
+    clip = write_video(tmp_path / "clip.mp4", 6, 40, 24, audio="aac")
+    assert cli.main(["upscale", str(clip), "-o", str(tmp_path / "up.mp4"), "--scale", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert "model flashvsr-small" in out + err  # the load report names the model used
+    info = probe(tmp_path / "up.mp4")
+    assert (info.frames, info.width, info.height, len(info.audio)) == (6, 80, 48, 1)
+
+
+def scene_and_lr(frames: int = 9):
+    truth = render_scene(DemoConfig(width=128, height=96, frames=frames))
+    hr = torch.from_numpy(truth).permute(0, 3, 1, 2).float() / 255
+    lr = (bicubic_downscale(hr, 4).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    return truth, lr
+
+
+def test_streaming_granularity_does_not_change_the_output(bundled):
+    _, lr = scene_and_lr()
+    one_by_one = np.stack(list(bundled.stream(list(lr), batch=1)))
+    all_at_once = np.stack(list(bundled.stream(list(lr), batch=len(lr))))
+    assert one_by_one.shape == (9, 96, 128, 3)
+    assert np.array_equal(one_by_one, all_at_once)
+
+
+def test_output_is_a_sane_upscale(bundled):
+    """A guard against broken weights: the output stays close to the truth (it is, for now,
+    about as good as bicubic; the model card has the measured figures)."""
+    truth, lr = scene_and_lr()
+    out = np.stack(list(bundled.stream(list(lr))))
+    model_psnr = frame_metrics(out, truth, 4)["psnr_y"]
+    bicubic_psnr = frame_metrics(upscale_baseline("bicubic", lr, truth.shape[1:3]), truth, 4)["psnr_y"]
+    assert model_psnr > bicubic_psnr - 1.0, (model_psnr, bicubic_psnr)
