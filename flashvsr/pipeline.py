@@ -234,7 +234,12 @@ def engine_config(
 
 
 def _as_u8_tensor(frame) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(frame)) if not torch.is_tensor(frame) else frame
+    if not torch.is_tensor(frame):
+        array = np.asarray(frame)
+        # torch warns on read-only arrays (decoded or memory-mapped frames); it never writes to them here
+        t = torch.from_numpy(array if array.flags.writeable else array.copy())
+    else:
+        t = frame
     if t.ndim == 2:
         t = t[..., None].expand(-1, -1, 3)
     if t.ndim != 3 or t.shape[-1] not in (3, 4) or t.dtype != torch.uint8:

@@ -67,3 +67,11 @@ def test_output_is_a_sane_upscale(bundled):
     model_psnr = frame_metrics(out, truth, 4)["psnr_y"]
     bicubic_psnr = frame_metrics(upscale_baseline("bicubic", lr, truth.shape[1:3]), truth, 4)["psnr_y"]
     assert model_psnr > bicubic_psnr - 1.0, (model_psnr, bicubic_psnr)
+
+
+def test_read_only_frames_are_accepted_without_warnings(bundled, recwarn):
+    _, lr = scene_and_lr(frames=2)
+    lr.setflags(write=False)
+    out = list(bundled.stream(list(lr)))
+    assert len(out) == 2
+    assert not [w for w in recwarn if "not writable" in str(w.message)]
