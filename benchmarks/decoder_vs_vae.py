@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from flashvsr.data.degrade import bicubic_downscale  # noqa: E402
 from flashvsr.evaluation import load_ground_truth, psnr, rgb_to_y  # noqa: E402
+from flashvsr.train.stages import lq_condition_frames  # noqa: E402
 from flashvsr.weights.loading import load_model  # noqa: E402
 
 SCALE = 4
@@ -54,9 +55,7 @@ def measure(models, clip: Path, frames: int, crop: int) -> dict:
     lq = (lq.clamp(0, 1) * 2 - 1).transpose(0, 1)[None]
     latents = models.vae.encode(gt)
     vae_out, vae_flops = counted(lambda: models.vae.decode(latents))
-    pad = (-t) % 4  # the TC decoder's condition: front-padded with frame 0, as the engine does
-    cond = torch.cat([lq[:, :, :1].expand(-1, -1, pad, -1, -1), lq], dim=2)
-    tc_out, tc_flops = counted(lambda: models.tc_decoder(latents, cond))
+    tc_out, tc_flops = counted(lambda: models.tc_decoder(latents, lq_condition_frames(lq, t)))
     return {
         "clip": clip.stem, "frames": t, "size": list(gt.shape[-2:]),
         "psnr_y_vae_vs_gt": y_psnr(vae_out[:, :, :t], gt), "psnr_y_tc_vs_gt": y_psnr(tc_out[:, :, :t], gt),

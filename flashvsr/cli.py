@@ -410,11 +410,11 @@ def _eval(args: argparse.Namespace) -> int:
     for m in args.model:
         if not Path(m).is_dir():
             raise ValueError(f"--model {m}: not a model folder")
-    named = [Path(c) for c in args.clips] + [Path(s) for s in args.sequence]
-    missing = [str(c) for c in named if not c.exists()]
+    paths, sequences = [Path(c) for c in args.clips], [Path(s) for s in args.sequence]
+    missing = [str(c) for c in paths + sequences if not c.exists()]
     if missing:
         raise ValueError(f"ground truth not found: {', '.join(missing)}")
-    clips = find_clips([Path(c) for c in args.clips], [Path(s) for s in args.sequence])
+    clips = find_clips(paths, sequences)
     if not clips:
         raise ValueError("no videos, photos or image sequences found in the given paths")
     cfg = EvalConfig(scale=args.scale, degradation=args.degradation, seed=args.seed, max_frames=args.max_frames,

@@ -27,6 +27,7 @@ from ..engine.schedule import decoded_range
 from ..models.dit import dense_attention
 from ..models.tc_decoder import TCDecoder
 from ..models.wan_vae import WanVAE
+from ..weights.loading import CONFIG_FILE, MODEL_FILE, fill_from_safetensors
 from .attention import CausalSparseAttention
 from .config import TrainConfig
 from .nets import DiffusionNet, VAENet, merge_lora_state, split_prefixed
@@ -356,24 +357,25 @@ class DMDTask(BaseTask):
         return {"lq": batch["lq"][:, :, : out.shape[2]], "one_step": out, "hr": batch["hr"]}
 
 
-def weights_source(source: str, name: str) -> dict[str, torch.Tensor]:
-    """A component's weights from a stage checkpoint or from a model folder."""
-    from ..weights.loading import CONFIG_FILE, MODEL_FILE
+def is_model_folder(source: str | Path) -> bool:
+    return (Path(source) / CONFIG_FILE).is_file()
 
-    folder = Path(source)
-    if (folder / CONFIG_FILE).is_file():
-        from safetensors.torch import load_file
 
-        return {k: v.float() for k, v in split_prefixed(load_file(str(folder / MODEL_FILE)), f"{name}.").items()}
-    return checkpoint_weights(source, name)
+def load_component(module: nn.Module, source: str | Path, name: str) -> nn.Module:
+    """Fill ``module`` with component ``name`` of a model folder (only its tensors are read,
+    keys and shapes checked) or of a stage checkpoint."""
+    if is_model_folder(source):
+        return fill_from_safetensors(module, Path(source) / MODEL_FILE, torch.float32, prefix=f"{name}.")
+    module.load_state_dict(checkpoint_weights(source, name))
+    return module
 
 
 def student_net(cfg: TrainConfig, source: str, device) -> DiffusionNet:
     """The one-step student (frozen), from a model folder or a Stage-3 checkpoint."""
     net = DiffusionNet(cfg.model)
-    if (Path(source) / "config.json").is_file():
-        net.dit.load_state_dict(weights_source(source, "dit"))
-        net.lq_proj.load_state_dict(weights_source(source, "lq_proj"))
+    if is_model_folder(source):
+        load_component(net.dit, source, "dit")
+        load_component(net.lq_proj, source, "lq_proj")
     else:
         net.load_state_dict(merge_lora_state(checkpoint_weights(source, "net")))
     return net.to(device).eval().requires_grad_(False)
@@ -387,7 +389,7 @@ class TCDecoderTask(BaseTask):
         self.student = student_net(cfg, c.student, self.device) if c.latents == "student" else None
         decoder = TCDecoder(cfg.model.tc_decoder)
         if cfg.init:
-            decoder.load_state_dict(weights_source(cfg.init, "tc_decoder"))
+            load_component(decoder, cfg.init, "tc_decoder")
         if c.restart_output:
             decoder.zero_last_layer()
         self.trainable = {"tc_decoder": decoder.to(self.device)}
@@ -436,8 +438,12 @@ class TCDecoderTask(BaseTask):
 
     @torch.no_grad()
     def validate(self, batch):
-        frames = self.trainable["tc_decoder"](self.latents(batch), lq_condition_frames(batch["lq"], batch["hr"].shape[2]))
-        return {"lq": batch["lq"][:, :, : frames.shape[2]], "tc_decoder": frames, "hr": batch["hr"]}
+        latents = self.latents(batch)
+        frames = self.trainable["tc_decoder"](latents, lq_condition_frames(batch["lq"], batch["hr"].shape[2]))
+        panels = {"lq": batch["lq"][:, :, : frames.shape[2]], "tc_decoder": frames}
+        if self.vae is not None:
+            panels["vae"] = self.vae.decode(latents)
+        return {**panels, "hr": batch["hr"]}
 
 
 TASKS = {"vae": VAETask, "stage1": FlowTask, "stage2": FlowTask, "stage3": DMDTask, "tcdecoder": TCDecoderTask}
