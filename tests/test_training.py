@@ -25,13 +25,14 @@ from flashvsr.pipeline import Upscaler
 from flashvsr.train import distributed as D
 from flashvsr.train.attention import CausalSparseAttention, call_groups
 from flashvsr.train.config import load_train_config
-from flashvsr.train.export import export_model
+from flashvsr.train.export import export_model, replace_decoder
 from flashvsr.train.lora import add_lora, merge_lora
 from flashvsr.train.nets import merge_lora_state
 from flashvsr.train.packing import PackedItem, packed_velocity
 from flashvsr.train.run import run_stage
 from flashvsr.train.stages import TASKS
 from flashvsr.train.trainer import Trainer, checkpoint_weights, load_checkpoint
+from flashvsr.weights.loading import folder_variants
 
 from .conftest import REPO, random_frames, tiny_models
 from .training_helpers import make_dataset, stage_toml
@@ -103,6 +104,9 @@ def test_residual_decoder_fine_tunes_on_the_students_latents(trained: Path):
         torch.testing.assert_close(value.float(), weights[name].float(), rtol=1e-3, atol=1e-3)
     frames = [np.random.default_rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8) for i in range(5)]
     assert [f.shape for f in up.upscale_frames(frames, scale=2)] == [(64, 64, 3)] * 5
+    # a model exported without its VAE (tiny variant only) takes a new decoder too
+    slim = export_model(trained / "vae", trained / "stage3", trained / "tcdecoder", trained / "ft_slim", include_vae=False)
+    assert folder_variants(replace_decoder(slim, trained / "ft_decoder", trained / "ft_slim_model")) == ("tiny",)
 
 
 def fixed_batch_task(root: Path, stage: str, overrides: dict | None = None):

@@ -11,7 +11,7 @@ import torch
 from ..config import ModelConfig
 from ..models import FlashVSRModels
 from ..models.tc_decoder import TCDecoder
-from ..weights.loading import load_model, save_model
+from ..weights.loading import folder_variants, load_model, save_model
 from .nets import fixed_context, merge_lora_state, split_prefixed
 from .trainer import checkpoint_weights, load_checkpoint
 
@@ -61,7 +61,7 @@ def replace_decoder(model: str | Path, tc_decoder: str | Path, out: str | Path, 
     """A copy of a model folder with the TC decoder (and its config) from a decoder stage,
     e.g. a residual decoder fine-tuned on the model's own latents."""
     decoder_cfg = stage_model_config(tc_decoder).tc_decoder
-    models, _ = load_model(model, variants=("tiny", "full"), dtype=torch.float32)
+    models, _ = load_model(model, variants=folder_variants(Path(model)), dtype=torch.float32)
     models.config = replace(models.config, tc_decoder=decoder_cfg)
     models.tc_decoder = TCDecoder(decoder_cfg)
     models.tc_decoder.load_state_dict(checkpoint_weights(tc_decoder, "tc_decoder"))

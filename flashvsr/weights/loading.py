@@ -256,6 +256,16 @@ def _load_official_folder(folder, release, variants, dtype, prompt):
     return models, report
 
 
+VARIANT_COMPONENT = {"tiny": "tc_decoder", "full": "vae"}  # the decoder each variant needs
+
+
+def folder_variants(folder: Path) -> tuple[str, ...]:
+    """The variants a FlashVSR model folder has weights for (e.g. no "full" without a VAE)."""
+    with _open_safetensors(Path(folder) / MODEL_FILE, "cpu") as f:
+        available = {k.split(".", 1)[0] for k in f.keys()}
+    return tuple(v for v, component in VARIANT_COMPONENT.items() if component in available)
+
+
 def _load_flashvsr_folder(folder, release, variants, dtype):
     try:
         config = ModelConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text()))
@@ -265,9 +275,7 @@ def _load_flashvsr_folder(folder, release, variants, dtype):
     if release is not None and release != config.release:
         raise WeightsError(f"{folder} is a {config.release} model; --release {release} does not apply to it")
     path = folder / MODEL_FILE
-    with _open_safetensors(path, "cpu") as f:
-        available = {k.split(".", 1)[0] for k in f.keys()}
-    wanted = tuple(v for v in variants if {"tiny": "tc_decoder", "full": "vae"}[v] in available)
+    wanted = tuple(v for v in variants if v in folder_variants(folder))
     missing = set(variants) - set(wanted)
     if missing:
         raise WeightsError(f"{path} has no weights for the {', '.join(sorted(missing))} variant")
