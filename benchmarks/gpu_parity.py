@@ -29,16 +29,21 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("root")
     ap.add_argument("--out")
+    ap.add_argument("--speed", action="store_true", help="also bf16 flex with the DiT blocks under torch.compile")
     args = ap.parse_args()
+    configs = [("float32", "flex"), ("bfloat16", "flex"), ("bfloat16", "gather"), ("float32", "gather")]
+    configs += [("bfloat16", "flex+compile")] if args.speed else []
     report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "cases": {}}
     for folder in sorted(p for p in Path(args.root).iterdir() if (p / "meta.json").is_file()):
         runs = {}
         built = build_fixture_models(json.loads((folder / "meta.json").read_text()))
-        for dtype, backend in [("float32", "flex"), ("bfloat16", "flex"), ("bfloat16", "gather"), ("float32", "gather")]:
+        for dtype, backend in configs:
             # float32 means float32: no TF32 in matmuls or cuDNN convolutions (on by default for convs)
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = dtype != "float32"
             models = copy.deepcopy(built)
-            r = runs[(dtype, backend)] = run_parity_case(folder, "cuda", dtype, backend, models=models)
+            kernel, *speed = backend.split("+")
+            r = runs[(dtype, backend)] = run_parity_case(folder, "cuda", dtype, kernel, models=models,
+                                                         **{option: True for option in speed})  # fmt: skip
             print(f"{folder.name} {dtype:9s} {backend:6s} latents rel {r.latent_rel:.2e}  masks differ "
                   f"{max(r.mask_mismatch.values()):.3%}  output rel {r.frames_rel['output']:.2e}  "
                   f"failures: {r.failures() or 'none'}", flush=True)

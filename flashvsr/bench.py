@@ -42,6 +42,7 @@ class BenchConfig:
     scale: int = 4
     seed: int = 0
     attention_backend: str = "auto"
+    compile: bool = False
 
 
 @dataclass
@@ -120,7 +121,8 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
     settings = dict(sparse_ratio=cfg.sparse_ratio, local_range=cfg.local_range, kv_ratio=cfg.kv_ratio)
     upscaler = Upscaler(
         models,
-        engine_config(cfg.variant, str(device), cfg.dtype, attention_backend=cfg.attention_backend, **settings),
+        engine_config(cfg.variant, str(device), cfg.dtype, attention_backend=cfg.attention_backend,
+                      compile=cfg.compile, **settings),
     )
     engine = upscaler.engine
     lr_h, lr_w = cfg.height // cfg.scale, cfg.width // cfg.scale

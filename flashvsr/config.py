@@ -193,6 +193,7 @@ class EngineConfig:
     device: str = "cpu"
     attention_backend: str = "auto"  # "auto" | "gather" | "dense" | "flex"
     decoder_frame_chunk: int = 2  # TC decoder frames per pass after each temporal growth (memory; exact)
+    compile: bool = False  # torch.compile the DiT blocks around attention (CUDA; fused element-wise work)
 
 
 def _build(cls: type, d: dict[str, Any]) -> Any:

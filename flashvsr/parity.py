@@ -102,8 +102,10 @@ def run_parity_case(
     backend: str = "auto",
     push_size: int = 5,
     models: FlashVSRModels | None = None,
+    compile: bool = False,
 ) -> ParityResult:
-    """``models``: prebuilt :func:`build_fixture_models` output (moved to device/dtype in place)."""
+    """``models``: prebuilt :func:`build_fixture_models` output (moved to device/dtype in place);
+    ``compile``: the engine's torch.compile option, checked for exactness."""
     folder = Path(folder)
     meta = json.loads((folder / "meta.json").read_text())
     expected = np.load(folder / "expected.npz")
@@ -117,6 +119,7 @@ def run_parity_case(
         dtype=dtype,
         device=device,
         attention_backend=backend,
+        compile=compile,
     )
     models.to(device, resolve_dtype(dtype))
     engine = StreamingEngine(models, engine_cfg)

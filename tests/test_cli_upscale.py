@@ -3,6 +3,7 @@ line (never a traceback) for every bad input or option."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -22,7 +23,7 @@ pytest_plugins = ["tests.media_fixtures"]  # fixtures: weights_dir, one_torch_th
 OPTIONS = [
     "--output", "--scale", "--width", "--height", "--weights", "--release", "--variant", "--prompt", "--device",
     "--dtype", "--sparse-ratio", "--local-range", "--kv-ratio", "--color-fix", "--seed", "--codec", "--crf",
-    "--preset", "--format", "--quality", "--fps", "--overwrite", "--quiet",
+    "--preset", "--format", "--quality", "--fps", "--overwrite", "--quiet", "--compile",
 ]  # fmt: skip
 
 
@@ -290,3 +291,14 @@ def _drop_file_read_override() -> None:
     for cap in (cap_dac_override, cap_dac_read_search):
         if libc.prctl(pr_capbset_drop, cap, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+def test_bench_reports_fps_stage_times_and_its_settings(tmp_path):
+    """`flashvsr bench` end to end on CPU, at a toy size with one official-width DiT block."""
+    out = tmp_path / "bench.json"
+    args = ["bench", "--device", "cpu", "--layers", "1", "--height", "128", "--width", "256", "--frames", "5",
+            "--warmup", "0", "--repeats", "1", "--compile", "--json", str(out)]  # fmt: skip
+    assert cli.main(args) == 0
+    result = json.loads(out.read_text())
+    assert result["fps"] > 0 and result["config"]["compile"] and result["config"]["layers"] == 1
+    assert {"lq_proj", "dit", "decode"} <= set(result["stage_ms_per_8_frames"])

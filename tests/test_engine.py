@@ -146,3 +146,4 @@ def test_wavelet_keeps_output_detail_and_lq_low_band():
     _, out_low = wavelet_bands(out[:, :, 0])
     _, ref_low = wavelet_bands(ref[:, :, 0])
     assert (out_low - ref_low).abs().mean() < 0.02
+

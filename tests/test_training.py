@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from flashvsr import cli
 from flashvsr.config import EngineConfig, SparseAttentionConfig
@@ -30,7 +31,7 @@ from flashvsr.train.lora import add_lora, merge_lora
 from flashvsr.train.nets import merge_lora_state
 from flashvsr.train.packing import PackedItem, packed_velocity
 from flashvsr.train.run import run_stage
-from flashvsr.train.stages import TASKS
+from flashvsr.train.stages import TASKS, load_frozen_vae
 from flashvsr.train.trainer import Trainer, checkpoint_weights, load_checkpoint
 from flashvsr.weights.loading import folder_variants
 
@@ -107,6 +108,18 @@ def test_residual_decoder_fine_tunes_on_the_students_latents(trained: Path):
     # a model exported without its VAE (tiny variant only) takes a new decoder too
     slim = export_model(trained / "vae", trained / "stage3", trained / "tcdecoder", trained / "ft_slim", include_vae=False)
     assert folder_variants(replace_decoder(slim, trained / "ft_decoder", trained / "ft_slim_model")) == ("tiny",)
+
+
+def test_stages_take_the_vae_of_a_model_folder(trained: Path):
+    """A model folder (e.g. the bundled one) can stand in for the VAE stage's checkpoint."""
+    folder = export_model(trained / "vae", trained / "stage3", trained / "tcdecoder", trained / "vae_src")
+    from_folder = load_frozen_vae(load_train_config(write_config(trained, "stage1", name="vae_folder"), {"vae": str(folder)}), "cpu")
+    from_checkpoint = load_frozen_vae(load_train_config(write_config(trained, "stage1", name="vae_ckpt")), "cpu")
+    assert from_folder.cfg.latent_std == pytest.approx(from_checkpoint.cfg.latent_std)
+    clip = torch.rand(1, 3, 5, 32, 32) * 2 - 1
+    torch.testing.assert_close(from_folder.encode(clip), from_checkpoint.encode(clip), rtol=1e-2, atol=1e-2)
+    losses = run_stage(write_config(trained, "stage1", steps=2, name="vae_folder"), {"vae": str(folder)})
+    assert np.isfinite(losses["loss"])
 
 
 def fixed_batch_task(root: Path, stage: str, overrides: dict | None = None):
@@ -256,3 +269,22 @@ def test_ema_warms_up_so_short_runs_do_not_keep_their_initialisation(trained: Pa
     assert trainer.ema_decay() == pytest.approx(0.1)  # step 0: mostly the current weights
     trainer.step = 1000
     assert trainer.ema_decay() == pytest.approx(min(cfg.run.ema_decay, 1001 / 1010))
+
+
+def test_stage_figures_script_measures_the_stage_relations(trained: Path, tmp_path: Path):
+    """benchmarks/stage_figures.py on the smoke-trained stages: every figure is there and the
+    one-step teacher's latent error equals Stage 1's flow error at σ = 1 (the same computation)."""
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    for i in range(25):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (128, 128, 3), dtype=np.uint8)).save(clip / f"{i:05d}.png")
+    script = REPO / "benchmarks" / "stage_figures.py"
+    cmd = [sys.executable, str(script), str(clip), "--config", str(trained / "stage2.toml"), "--vae", str(trained / "vae"),
+           "--stage1", str(trained / "stage1"), "--stage2", str(trained / "stage2"), "--stage3", str(trained / "stage3"),
+           "--crop", "128", "--device", "cpu"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    mean = json.loads(done.stdout.strip().splitlines()[-1])["mean"]
+    assert set(mean["flow_mse@1.0"]) == {"stage1_full", "stage1_sparse_causal", "stage2_sparse_causal"}
+    assert mean["teacher_1"]["latent_mse"] == pytest.approx(mean["flow_mse@1.0"]["stage1_full"], rel=1e-4)
+    assert all(np.isfinite(mean[k]["psnr_y"]) for k in ("student", "teacher_4", "teacher_25"))

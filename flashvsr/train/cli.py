@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 
@@ -28,7 +29,8 @@ def _train(args) -> int:
     from .run import run_stage
 
     last = run_stage(args.config, _overrides(args.set))
-    print(json.dumps({"final_losses": last}))
+    if int(os.environ.get("RANK", "0")) == 0:  # one line per run, not one per torchrun process
+        print(json.dumps({"final_losses": last}))
     return 0
 
 

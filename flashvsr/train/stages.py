@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import replace
 from pathlib import Path
@@ -42,7 +43,12 @@ LATENT_STATS_MOMENTUM = 0.99
 
 
 def load_frozen_vae(cfg: TrainConfig, device: torch.device) -> WanVAE:
-    """The VAE of ``cfg.vae`` with the latent statistics measured while training it."""
+    """The VAE of ``cfg.vae``: a model folder's (with its latent statistics), or a VAE-stage
+    checkpoint's with the statistics measured while training it."""
+    if is_model_folder(cfg.vae):
+        folder_cfg = ModelConfig.from_dict(json.loads((Path(cfg.vae) / CONFIG_FILE).read_text()))
+        vae = load_component(WanVAE(folder_cfg.vae), cfg.vae, "vae")
+        return vae.to(device).eval().requires_grad_(False)
     ckpt = load_checkpoint(cfg.vae)
     stats = ckpt.get("extra", {})
     vae_cfg = cfg.model.vae
@@ -52,14 +58,6 @@ def load_frozen_vae(cfg: TrainConfig, device: torch.device) -> WanVAE:
     table = ckpt["ema"].get("vae") or ckpt["models"].get("vae")
     vae.load_state_dict(split_prefixed(table, "vae."))
     return vae.to(device).eval().requires_grad_(False)
-
-
-def model_config_with_vae_stats(cfg: TrainConfig) -> ModelConfig:
-    stats = load_checkpoint(cfg.vae).get("extra", {})
-    if "latent_mean" not in stats:
-        return cfg.model
-    vae = replace(cfg.model.vae, latent_mean=tuple(stats["latent_mean"].tolist()), latent_std=tuple(stats["latent_std"].tolist()))
-    return replace(cfg.model, vae=vae)
 
 
 def diffusion_net(cfg: TrainConfig, source: str, device: torch.device, trainable: bool) -> DiffusionNet:
