@@ -24,6 +24,10 @@ def conv3x3(c_in: int, c_out: int, bias: bool = True) -> nn.Conv2d:
     return nn.Conv2d(c_in, c_out, 3, padding=1, bias=bias)
 
 
+def relu() -> nn.ReLU:
+    return nn.ReLU(inplace=True)  # each follows a convolution whose output nothing else reads: saves a full-size tensor
+
+
 class Clamp(nn.Module):
     """Soft clamp ``tanh(x/3)·3``."""
 
@@ -37,7 +41,7 @@ class MemBlock(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         self.conv = nn.Sequential(
-            conv3x3(2 * channels, channels), nn.ReLU(), conv3x3(channels, channels), nn.ReLU(), conv3x3(channels, channels)
+            conv3x3(2 * channels, channels), relu(), conv3x3(channels, channels), relu(), conv3x3(channels, channels)
         )
 
     def forward(self, x: torch.Tensor, past: torch.Tensor) -> torch.Tensor:
@@ -88,15 +92,15 @@ class TCDecoder(nn.Module):
         n = cfg.blocks_per_stage
         self.decoder = nn.Sequential(
             Clamp(),
-            conv3x3(cfg.cond_channels + cfg.latent_channels, c0), nn.ReLU(),
-            conv3x3(c0, c0, bias=False), nn.ReLU(),
+            conv3x3(cfg.cond_channels + cfg.latent_channels, c0), relu(),
+            conv3x3(c0, c0, bias=False), relu(),
             *[MemBlock(c0) for _ in range(n)], Upsample2x(), TGrow(c0, g0),
             conv3x3(c0, c1, bias=False),
             *[MemBlock(c1) for _ in range(n)], Upsample2x(), TGrow(c1, g1),
             conv3x3(c1, c2, bias=False),
             *[MemBlock(c2) for _ in range(n)], Upsample2x(), TGrow(c2, g2),
-            conv3x3(c2, c2, bias=False), nn.ReLU(),
-            conv3x3(c2, c2, bias=False), nn.ReLU(),
+            conv3x3(c2, c2, bias=False), relu(),
+            conv3x3(c2, c2, bias=False), relu(),
             conv3x3(c2, cfg.image_channels),
         )  # fmt: skip
 
@@ -136,7 +140,9 @@ class TCDecoder(nn.Module):
         torch.nn.init.zeros_(last.bias)
 
     def _run(self, x, start: int, t: int, b: int, past: dict, chunk: int) -> tuple[torch.Tensor, int]:
-        """Layers ``start…`` on (b·t, C, H, W); memory blocks read and update ``past``."""
+        """Layers ``start…`` on (b·t, C, H, W); memory blocks read and update ``past``. With
+        ``chunk``, every upsampling + temporal growth (and what follows) runs on few enough
+        frames at a time that at most ``chunk`` frames exist at the new resolution."""
         for i in range(start, len(self.decoder)):
             layer = self.decoder[i]
             if isinstance(layer, MemBlock):
@@ -145,12 +151,20 @@ class TCDecoder(nn.Module):
                 past[i] = xs[:, -1:]
                 x = layer(x, torch.cat([prev, xs[:, :-1]], dim=1).flatten(0, 1))
                 continue
+            if chunk and isinstance(layer, Upsample2x):
+                per_piece = max(1, chunk // self.decoder[i + 1].stride)  # an Upsample2x is followed by its TGrow
+                if t > per_piece:
+                    return self._run_in_pieces(x, i, t, b, past, chunk, per_piece)
             x = layer(x)
             if isinstance(layer, TGrow):
                 t *= layer.stride
-                if chunk and t > chunk and i + 1 < len(self.decoder):
-                    pieces = x.unflatten(0, (b, t)).split(chunk, dim=1)
-                    outs = [self._run(p.flatten(0, 1), i + 1, p.shape[1], b, past, chunk) for p in pieces]
-                    frames = torch.cat([o.unflatten(0, (b, n)) for o, n in outs], dim=1)
-                    return frames.flatten(0, 1), frames.shape[1]
+                if chunk and t > chunk and i + 1 < len(self.decoder):  # growth beyond the chunk (chunk < stride)
+                    return self._run_in_pieces(x, i + 1, t, b, past, chunk, chunk)
         return x, t
+
+    def _run_in_pieces(self, x, start: int, t: int, b: int, past: dict, chunk: int, size: int) -> tuple[torch.Tensor, int]:
+        """Layers ``start…`` on ``size`` frames at a time, in time order (``past`` carries over)."""
+        pieces = x.unflatten(0, (b, t)).split(size, dim=1)
+        outs = [self._run(p.flatten(0, 1), start, p.shape[1], b, past, chunk) for p in pieces]
+        frames = torch.cat([o.unflatten(0, (b, n)) for o, n in outs], dim=1)
+        return frames.flatten(0, 1), frames.shape[1]
