@@ -192,7 +192,7 @@ class EngineConfig:
     dtype: str = "bfloat16"
     device: str = "cpu"
     attention_backend: str = "auto"  # "auto" | "gather" | "dense" | "flex"
-    decoder_frame_chunk: int = 2  # TC decoder frames per pass after each temporal growth (memory; exact)
+    decoder_frame_chunk: int = 2  # TC decoder frames at a time at each upsampled resolution (memory; exact)
     compile: bool = False  # torch.compile the DiT blocks around attention (CUDA; fused element-wise work)
 
 

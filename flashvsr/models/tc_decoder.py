@@ -118,9 +118,9 @@ class TCDecoder(nn.Module):
 
         latents (B, 16, n, h, w) and their LQ condition frames (B, 3, 4n, 8h, 8w) in [-1, 1]
         (the stream's first group padded at the front with copies of frame 0) →
-        frames (B, 3, 4n − trimmed, 8h, 8w) in [-1, 1]. ``frame_chunk`` > 0 runs the layers
-        after each temporal growth on at most that many frames at a time: the same result,
-        with activation memory bounded at high resolution.
+        frames (B, 3, 4n − trimmed, 8h, 8w) in [-1, 1]. ``frame_chunk`` > 0 keeps at most that
+        many frames at each new (upsampled) resolution at a time: the same result, with
+        activation memory bounded at high resolution.
         """
         b, _, n, h, w = latents.shape
         cond = lq_condition(lq.to(latents.dtype), self.cfg)
