@@ -172,6 +172,21 @@ def test_dmd_mechanics(trained: Path):
     assert float(task._dmd_loss(samples, batch["lq"])) > 0.0
 
 
+@pytest.mark.parametrize("stage", list(STAGE_ARGS))
+def test_every_stage_continues_from_its_checkpoint(trained: Path, stage: str):
+    """Stopped after 2 steps and run again with 4: steps 3 and 4 follow on, every optimizer
+    (Stage 3: student and fake score) and the stage's extra state come back."""
+    config = write_config(trained, stage, steps=2, name=f"continue_{stage}")
+    run_stage(config)
+    run_stage(config, {"run.steps": 4})
+    lines = [json.loads(x) for x in (trained / f"continue_{stage}" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [1, 2, 3, 4]
+    ckpt = load_checkpoint(trained / f"continue_{stage}" / "checkpoints" / "last.pt")
+    assert ckpt["step"] == 4 and all(opt["state"] for opt in ckpt["optimizers"].values())
+    if stage == "vae":
+        assert "latent_mean" in ckpt["extra"]
+
+
 def test_stage_resumes_from_its_checkpoint(trained: Path):
     config = write_config(trained, "stage1", steps=2, name="resume")
     run_stage(config)
