@@ -23,7 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from flashvsr.data.degrade import bicubic_downscale  # noqa: E402
-from flashvsr.evaluation import load_ground_truth, psnr, rgb_to_y  # noqa: E402
+from flashvsr.evaluation import load_ground_truth, video_psnr_y  # noqa: E402
 from flashvsr.train.stages import lq_condition_frames  # noqa: E402
 from flashvsr.weights.loading import load_model  # noqa: E402
 
@@ -33,11 +33,6 @@ SCALE = 4
 def to_unit(frames) -> torch.Tensor:
     """(T, H, W, 3) uint8 → (1, 3, T, H, W) in [−1, 1]."""
     return torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
-
-
-def y_psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    to255 = lambda x: ((x.clamp(-1, 1) + 1) * 127.5)[0].transpose(0, 1)  # noqa: E731  (T, 3, H, W)
-    return psnr(rgb_to_y(to255(a)), rgb_to_y(to255(b)))
 
 
 def counted(fn):
@@ -58,8 +53,8 @@ def measure(models, clip: Path, frames: int, crop: int) -> dict:
     tc_out, tc_flops = counted(lambda: models.tc_decoder(latents, lq_condition_frames(lq, t)))
     return {
         "clip": clip.stem, "frames": t, "size": list(gt.shape[-2:]),
-        "psnr_y_vae_vs_gt": y_psnr(vae_out[:, :, :t], gt), "psnr_y_tc_vs_gt": y_psnr(tc_out[:, :, :t], gt),
-        "psnr_y_tc_vs_vae": y_psnr(tc_out[:, :, :t], vae_out[:, :, :t]),
+        "psnr_y_vae_vs_gt": video_psnr_y(vae_out[:, :, :t], gt), "psnr_y_tc_vs_gt": video_psnr_y(tc_out[:, :, :t], gt),
+        "psnr_y_tc_vs_vae": video_psnr_y(tc_out[:, :, :t], vae_out[:, :, :t]),
         "gflop_per_frame_vae": vae_flops / t / 1e9, "gflop_per_frame_tc": tc_flops / t / 1e9,
     }  # fmt: skip
 

@@ -32,33 +32,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from flashvsr.attention.backends import resolve_backend  # noqa: E402
 from flashvsr.config import SPARSE_REFERENCE_PIXELS, TOKEN_PIXELS  # noqa: E402
-from flashvsr.data.datasets import hr_frames, lq_frames  # noqa: E402
-from flashvsr.data.degrade import bicubic_downscale  # noqa: E402
-from flashvsr.evaluation import load_ground_truth, psnr, rgb_to_y  # noqa: E402
+from flashvsr.data.datasets import hr_frames, lq_frames, make_lq  # noqa: E402
+from flashvsr.data.degrade import DegradationConfig  # noqa: E402
+from flashvsr.evaluation import load_ground_truth, video_psnr_y  # noqa: E402
 from flashvsr.models.dit import dense_attention  # noqa: E402
-from flashvsr.pipeline import bicubic_resize_u8  # noqa: E402
 from flashvsr.train.attention import CausalSparseAttention  # noqa: E402
-from flashvsr.train.config import load_train_config  # noqa: E402
+from flashvsr.train.config import DataConfig, load_train_config  # noqa: E402
 from flashvsr.train.stages import INFERENCE_TIMESTEP, diffusion_net, load_frozen_vae, mix  # noqa: E402
 
 SCALE = 4
 NOISE_LEVELS = (0.25, 0.5, 0.75, 1.0)
 TEACHER_STEPS = (1, 4, 8, 25)
+BICUBIC_DATA = DataConfig(degradation=DegradationConfig(mode="bicubic", scale=SCALE))  # the training pipeline's plain mode
 
 
 def clip_tensors(path: Path, latent_frames: int, crop: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Ground truth (1, 3, 4L−3, H, W) and its bicubic ×4 LQ at HR size (1, 3, 4L+1, H, W), in [−1, 1]."""
     gt = load_ground_truth(path, lq_frames(latent_frames), SCALE, (crop, crop))
     hr01 = torch.from_numpy(gt).permute(0, 3, 1, 2).float() / 255
-    lr_u8 = (bicubic_downscale(hr01, SCALE) * 255).round()
-    lq = bicubic_resize_u8(lr_u8, *hr01.shape[-2:]) / 255 * 2 - 1
+    lq = make_lq(hr01, BICUBIC_DATA, seed=0)
     to_video = lambda x: x.transpose(0, 1)[None].to(device)  # noqa: E731
     return to_video(hr01[: hr_frames(latent_frames)] * 2 - 1), to_video(lq)
-
-
-def psnr_y(a: torch.Tensor, b: torch.Tensor) -> float:
-    to255 = lambda x: ((x.float().clamp(-1, 1) + 1) * 127.5)[0].transpose(0, 1).cpu()  # noqa: E731
-    return psnr(rgb_to_y(to255(a)), rgb_to_y(to255(b)))
 
 
 def shifted_sigmas(steps: int, shift: float) -> list[float]:
@@ -120,7 +114,7 @@ class Figures:
 
     def quality(self, latents, x0, gt) -> dict:
         decoded = self.vae.decode(latents)[:, :, : gt.shape[2]]
-        return {"latent_mse": F.mse_loss(latents, x0).item(), "psnr_y": psnr_y(decoded, gt)}
+        return {"latent_mse": F.mse_loss(latents, x0).item(), "psnr_y": video_psnr_y(decoded, gt)}
 
 
 def mean_rows(rows: list[dict]):

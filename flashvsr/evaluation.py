@@ -115,6 +115,12 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float("inf") if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
+def video_psnr_y(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR-Y of two model-layout videos (1, 3, T, H, W) in [−1, 1] (benchmarks, training figures)."""
+    to255 = lambda x: ((x.float().clamp(-1, 1) + 1) * 127.5)[0].transpose(0, 1).cpu()  # noqa: E731  (T, 3, H, W)
+    return psnr(rgb_to_y(to255(a)), rgb_to_y(to255(b)))
+
+
 def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
     """Mean SSIM of (N, C, H, W) images (0…255), Gaussian window 11, σ 1.5, per channel."""
     a, b = a.double(), b.double()

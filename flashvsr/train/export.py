@@ -12,7 +12,7 @@ from ..config import ModelConfig
 from ..models import FlashVSRModels
 from ..models.tc_decoder import TCDecoder
 from ..weights.loading import folder_variants, load_model, save_model
-from .nets import fixed_context, merge_lora_state, split_prefixed
+from .nets import fixed_context, merge_lora_state, split_prefixed, with_measured_stats
 from .trainer import checkpoint_weights, load_checkpoint
 
 CARD_FILE = "MODEL_CARD.md"
@@ -35,10 +35,7 @@ def export_model(
     """``diffusion``: the Stage-3 (or Stage-2) checkpoint; its DiT and causal LR projection,
     the TC decoder and (for the full variant) the VAE, with the measured latent statistics."""
     cfg = stage_model_config(diffusion)
-    stats = load_checkpoint(vae).get("extra", {})
-    if "latent_mean" in stats:
-        vae_cfg = replace(cfg.vae, latent_mean=tuple(stats["latent_mean"].tolist()), latent_std=tuple(stats["latent_std"].tolist()))
-        cfg = replace(cfg, vae=vae_cfg)
+    cfg = replace(cfg, vae=with_measured_stats(cfg.vae, load_checkpoint(vae).get("extra", {})))
     cfg = replace(cfg, lq_proj=replace(cfg.lq_proj, mode="causal"), release="v1.1")
     models = FlashVSRModels.build(cfg, decoders=("tiny", "full") if include_vae else ("tiny",))
     net = merge_lora_state(checkpoint_weights(diffusion, "net"))

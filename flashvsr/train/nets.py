@@ -8,7 +8,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import ModelConfig, VAEConfig
 from ..models.dit import AttentionFn, dense_attention
 from ..models.dit import WanDiT
 from ..models.lq_proj import LQProjection
@@ -17,6 +17,13 @@ from ..weights.canonical import canonical_context
 from .packing import PackedItem, packed_velocity
 
 CONTEXT_SEED = 0  # the small models' fixed "prompt": a seeded random embedding
+
+
+def with_measured_stats(vae_cfg: VAEConfig, extra: dict) -> VAEConfig:
+    """``vae_cfg`` with the latent statistics a VAE-stage checkpoint recorded (``extra``), if any."""
+    if "latent_mean" not in extra:
+        return vae_cfg
+    return replace(vae_cfg, latent_mean=tuple(extra["latent_mean"].tolist()), latent_std=tuple(extra["latent_std"].tolist()))
 
 
 def fixed_context(cfg: ModelConfig) -> torch.Tensor:

@@ -13,9 +13,7 @@
 
 from __future__ import annotations
 
-import json
 import random
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -23,15 +21,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attention.backends import resolve_backend
-from ..config import SPARSE_REFERENCE_PIXELS, TOKEN_PIXELS, ModelConfig
+from ..config import SPARSE_REFERENCE_PIXELS, TOKEN_PIXELS
 from ..engine.schedule import decoded_range
 from ..models.dit import dense_attention
 from ..models.tc_decoder import TCDecoder
 from ..models.wan_vae import WanVAE
-from ..weights.loading import CONFIG_FILE, MODEL_FILE, fill_from_safetensors
+from ..weights.loading import CONFIG_FILE, MODEL_FILE, fill_from_safetensors, read_folder_config
 from .attention import CausalSparseAttention
 from .config import TrainConfig
-from .nets import DiffusionNet, VAENet, merge_lora_state, split_prefixed
+from .nets import DiffusionNet, VAENet, merge_lora_state, split_prefixed, with_measured_stats
 from .trainer import Trainer, checkpoint_weights, load_checkpoint
 
 INFERENCE_TIMESTEP = 1000.0
@@ -46,15 +44,10 @@ def load_frozen_vae(cfg: TrainConfig, device: torch.device) -> WanVAE:
     """The VAE of ``cfg.vae``: a model folder's (with its latent statistics), or a VAE-stage
     checkpoint's with the statistics measured while training it."""
     if is_model_folder(cfg.vae):
-        folder_cfg = ModelConfig.from_dict(json.loads((Path(cfg.vae) / CONFIG_FILE).read_text()))
-        vae = load_component(WanVAE(folder_cfg.vae), cfg.vae, "vae")
+        vae = load_component(WanVAE(read_folder_config(cfg.vae).vae), cfg.vae, "vae")
         return vae.to(device).eval().requires_grad_(False)
     ckpt = load_checkpoint(cfg.vae)
-    stats = ckpt.get("extra", {})
-    vae_cfg = cfg.model.vae
-    if "latent_mean" in stats:
-        vae_cfg = replace(vae_cfg, latent_mean=tuple(stats["latent_mean"].tolist()), latent_std=tuple(stats["latent_std"].tolist()))
-    vae = WanVAE(vae_cfg)
+    vae = WanVAE(with_measured_stats(cfg.model.vae, ckpt.get("extra", {})))
     table = ckpt["ema"].get("vae") or ckpt["models"].get("vae")
     vae.load_state_dict(split_prefixed(table, "vae."))
     return vae.to(device).eval().requires_grad_(False)
@@ -93,6 +86,12 @@ def sparse_attention(cfg: TrainConfig, latents: torch.Tensor, device, rng: rando
         topk_ratio,
         resolve_backend(cfg.sparse.kernel, device),
     )
+
+
+def one_step_sample(net: nn.Module, noise: torch.Tensor, lq: torch.Tensor, attention) -> torch.Tensor:
+    """The one-step student's latents, as at inference: pure noise in, x₀ = noise − v out (causal)."""
+    ones = torch.full((noise.shape[0],), INFERENCE_TIMESTEP, device=noise.device)
+    return noise - net(noise, lq, ones, attention, True).float()
 
 
 def lq_condition_frames(lq: torch.Tensor, hr_frames: int) -> torch.Tensor:
@@ -286,9 +285,7 @@ class DMDTask(BaseTask):
         return {"student": ["net"], "fake": ["fake"]}
 
     def one_step(self, lq, x0, attention):
-        noise = torch.randn_like(x0)
-        ones = torch.full((x0.shape[0],), INFERENCE_TIMESTEP, device=self.device)
-        return noise - self.trainable["net"](noise, lq, ones, attention, True).float()
+        return one_step_sample(self.trainable["net"], torch.randn_like(x0), lq, attention)
 
     def train_step(self, batch, step):
         d = self.cfg.dmd
@@ -395,18 +392,13 @@ class TCDecoderTask(BaseTask):
 
     @torch.no_grad()
     def latents(self, batch) -> torch.Tensor:
-        c = self.cfg.decoder_loss
-        if self.student is not None:
-            shape = (batch["hr"].shape[0], self.cfg.model.dit.in_channels, self.cfg.data.latent_frames,
-                     batch["hr"].shape[-2] // 8, batch["hr"].shape[-1] // 8)  # fmt: skip
-            noise = torch.randn(shape, device=self.device)
-            ones = torch.full((shape[0],), INFERENCE_TIMESTEP, device=self.device)
-            attention = sparse_attention(self.cfg, noise, self.device, self.rng)
-            with self.trainer.autocast():
-                latents = noise - self.student(noise, batch["lq"], ones, attention, True).float()
-        else:
-            latents = self.vae.encode(batch["hr"])
-        return latents
+        if self.student is None:
+            return self.vae.encode(batch["hr"])
+        shape = (batch["hr"].shape[0], self.cfg.model.dit.in_channels, self.cfg.data.latent_frames,
+                 batch["hr"].shape[-2] // 8, batch["hr"].shape[-1] // 8)  # fmt: skip
+        noise = torch.randn(shape, device=self.device)
+        with self.trainer.autocast():
+            return one_step_sample(self.student, noise, batch["lq"], sparse_attention(self.cfg, noise, self.device, self.rng))
 
     @torch.no_grad()
     def perturbed(self, latents: torch.Tensor) -> torch.Tensor:

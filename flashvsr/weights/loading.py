@@ -266,11 +266,17 @@ def folder_variants(folder: Path) -> tuple[str, ...]:
     return tuple(v for v, component in VARIANT_COMPONENT.items() if component in available)
 
 
-def _load_flashvsr_folder(folder, release, variants, dtype):
+def read_folder_config(folder: str | Path) -> ModelConfig:
+    """The :class:`ModelConfig` of one of this project's model folders."""
+    path = Path(folder) / CONFIG_FILE
     try:
-        config = ModelConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text()))
+        return ModelConfig.from_dict(json.loads(path.read_text()))
     except (ValueError, TypeError) as e:
-        raise WeightsError(f"{folder / CONFIG_FILE}: invalid model config ({e})") from None
+        raise WeightsError(f"{path}: invalid model config ({e})") from None
+
+
+def _load_flashvsr_folder(folder, release, variants, dtype):
+    config = read_folder_config(folder)
     why = "from config.json"
     if release is not None and release != config.release:
         raise WeightsError(f"{folder} is a {config.release} model; --release {release} does not apply to it")
