@@ -158,3 +158,32 @@ def test_frame_store_serves_the_same_frames_to_every_reader(tmp_path):
     assert len(list((tmp_path / "store").glob("*.npy"))) == 1
     again = SegmentCache(tmp_path, max_short_side=96, frame_store=str(tmp_path / "store")).get("v/moving.mp4", "video", 5, 20)
     assert isinstance(again, np.memmap) or again.base is not None  # mapped, not decoded again
+
+
+def test_bicubic_lq_can_be_left_to_the_training_device(tmp_path):
+    """With ``lq_on_device``, plain-bicubic samples carry their HR clip; ``finish_lq`` then
+    makes exactly the LQ the CPU workers would have made, and other samples are untouched."""
+    from dataclasses import replace
+
+    from flashvsr.data.datasets import ClipDataset, collate, finish_lq
+    from flashvsr.data.degrade import is_plain_bicubic
+    from flashvsr.train.config import DataConfig
+
+    write_video(tmp_path / "a.mp4", moving_scene(30, 160, seed=1))
+    seg = Segment(path="a.mp4", kind="video", frames=30, width=160, height=160)
+    cfg = DataConfig(latent_frames=2, crop=128, degradation=DegradationConfig(bicubic_prob=0.5))
+    cpu = ClipDataset([seg], tmp_path, cfg, seed=7)
+    dev = ClipDataset([seg], tmp_path, replace(cfg, lq_on_device=True), seed=7)
+    rng_a, rng_b = __import__("random").Random(1), __import__("random").Random(1)
+    made = [cpu.sample(rng_a) for _ in range(8)]
+    left = [dev.sample(rng_b) for _ in range(8)]
+    assert 0 < sum(s.lq_pending for s in left) < 8  # half of the clips draw plain bicubic
+    finished = finish_lq(collate(left), scale=4)
+    assert not finished["lq_pending"].any()
+    for i, (a, b) in enumerate(zip(made, left)):
+        assert torch.equal(a.hr, b.hr)
+        torch.testing.assert_close(finished["lq"][i], a.lq, rtol=0, atol=1e-6)
+    cfg_b = DegradationConfig(bicubic_prob=0.3)
+    picks = [is_plain_bicubic(cfg_b, seed) for seed in range(400)]
+    assert 0.2 < np.mean(picks) < 0.4
+    assert all(is_plain_bicubic(DegradationConfig(mode="bicubic"), seed) for seed in range(5))

@@ -110,6 +110,55 @@ def test_residual_decoder_fine_tunes_on_the_students_latents(trained: Path):
     assert folder_variants(replace_decoder(slim, trained / "ft_decoder", trained / "ft_slim_model")) == ("tiny",)
 
 
+def test_decoder_fine_tune_keeps_the_weights_that_score_best(trained: Path):
+    """[score]: held-out clips with plain bicubic LQ are scored on the EMA weights; the best
+    are kept as best.pt. A residual decoder just zeroed gains exactly 0 dB over bicubic."""
+    model = export_model(trained / "vae", trained / "stage3", trained / "tcdecoder", trained / "score_base", card="# base")
+    clip = trained / "data" / "video" / "clip0.mp4"
+    overrides = {"init": str(model), "model.tc_decoder.residual": True, "decoder_loss.latents": "student",
+                 "decoder_loss.student": str(model), "decoder_loss.restart_output": True, "decoder_loss.vae_weight": 0.0,
+                 "score.clips": [str(clip)], "score.crop": [128, 128], "score.every": 2,
+                 "data.lq_on_device": True, "data.degradation.bicubic_prob": 1.0}  # fmt: skip
+    run_stage(write_config(trained, "tcdecoder", steps=2, name="score_frozen"), {**overrides, "optim.lr": 0.0})
+    frozen = [json.loads(x) for x in (trained / "score_frozen" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["score_gain_db"] for x in frozen if "score_gain_db" in x] == [0.0]
+    assert 15 < frozen[-1]["score_psnr_y"] < 60
+    run_stage(write_config(trained, "tcdecoder", steps=4, name="score_run"), {**overrides, "optim.lr": 1e-2})
+    lines = [json.loads(x) for x in (trained / "score_run" / "metrics.jsonl").read_text().splitlines()]
+    scores = {x["step"]: x["score_gain_db"] for x in lines if "score_gain_db" in x}
+    assert sorted(scores) == [2, 4] and all(np.isfinite(list(scores.values())))
+    best_step = max(scores, key=scores.get)
+    assert lines[-1]["best_score_gain_db"] == scores[best_step]
+    best = load_checkpoint(trained / "score_run" / "best.pt")
+    assert best["step"] == best_step and best["models"] == {}
+    assert checkpoint_weights(trained / "score_run" / "best.pt", "tc_decoder").keys() == best["ema"]["tc_decoder"].keys()
+
+
+def test_learning_rate_warms_up_then_follows_a_cosine(trained: Path):
+    cfg = load_train_config(write_config(trained, "stage1", name="cosine"),
+                            {"run.steps": 110, "optim.warmup_steps": 10, "optim.decay": "cosine", "optim.min_lr_ratio": 0.1})  # fmt: skip
+    trainer = Trainer(cfg, D.DistEnv())
+    factors = {}
+    for step in (0, 9, 10, 60, 110):
+        trainer.step = step
+        factors[step] = trainer.lr_factor()
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0) and factors[10] == pytest.approx(1.0)
+    assert factors[60] == pytest.approx(0.55) and factors[110] == pytest.approx(0.1)
+
+
+def test_ema_weights_are_swapped_in_and_back(trained: Path):
+    trainer, task, batch = fixed_batch_task(trained, "tcdecoder")
+    decoder = task.trainable["tc_decoder"]
+    live = {k: v.clone() for k, v in decoder.state_dict().items()}
+    for shadow in trainer.ema["tc_decoder"].values():
+        shadow.add_(1.0)
+    with trainer.ema_weights():
+        for k, v in decoder.named_parameters():
+            torch.testing.assert_close(v, live[k] + 1.0)
+    for k, v in decoder.state_dict().items():
+        assert torch.equal(v, live[k])
+
+
 def test_stages_take_the_vae_of_a_model_folder(trained: Path):
     """A model folder (e.g. the bundled one) can stand in for the VAE stage's checkpoint."""
     folder = export_model(trained / "vae", trained / "stage3", trained / "tcdecoder", trained / "vae_src")

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from ..config import VAE_TEMPORAL_FACTOR
 from ..pipeline import bicubic_resize_u8
 from ..train.config import DataConfig
-from .degrade import degrade
+from .degrade import bicubic_downscale, degrade, is_plain_bicubic
 from .manifest import Segment
 from .media import SegmentCache
 
@@ -38,16 +38,37 @@ def lq_frames(latent_frames: int) -> int:
 @dataclass
 class Sample:
     hr: torch.Tensor  # (3, 4T−3, H, W) in [-1, 1]
-    lq: torch.Tensor  # (3, 4T+1, H, W) in [-1, 1]
+    lq: torch.Tensor  # (3, 4T+1, H, W) in [-1, 1]; while ``lq_pending``, the HR source of the LQ
     is_image: bool
+    lq_pending: bool = False  # plain bicubic LQ left to the training device (DataConfig.lq_on_device)
 
 
 def make_lq(hr01: torch.Tensor, cfg: DataConfig, seed: int) -> torch.Tensor:
     """HR (T, 3, H, W) in [0, 1] → degraded LR → PIL-exact bicubic back to H×W, in [-1, 1]."""
-    lr = degrade(hr01, cfg.degradation, seed)
-    lr_u8 = (lr.clamp(0, 1) * 255).round()
-    up = bicubic_resize_u8(lr_u8, hr01.shape[-2], hr01.shape[-1])
+    return lq_from_lr(degrade(hr01, cfg.degradation, seed), hr01.shape[-2:])
+
+
+def lq_from_lr(lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """LR frames in [0, 1] → 8-bit → PIL-exact bicubic to ``size`` (what inference does), in [-1, 1]."""
+    up = bicubic_resize_u8((lr.clamp(0, 1) * 255).round(), size[0], size[1])
     return up / 255 * 2 - 1
+
+
+def bicubic_lq(hr01: torch.Tensor, scale: int) -> torch.Tensor:
+    """The classic bicubic ×scale LQ of HR frames (T, 3, H, W) in [0, 1], on their device."""
+    return lq_from_lr(bicubic_downscale(hr01, scale), hr01.shape[-2:])
+
+
+def finish_lq(batch: dict[str, torch.Tensor], scale: int) -> dict[str, torch.Tensor]:
+    """Make the LQ of a batch's pending samples (plain bicubic) where the batch now is: on a
+    GPU this is what lets a fast stage outrun the CPU-side degradation."""
+    pending = batch.get("lq_pending")
+    if pending is None or not bool(pending.any()):
+        return batch
+    lq = batch["lq"].clone()
+    for i in pending.nonzero().flatten().tolist():
+        lq[i] = bicubic_lq((lq[i].transpose(0, 1) + 1) / 2, scale).transpose(0, 1)
+    return {**batch, "lq": lq, "lq_pending": torch.zeros_like(pending)}
 
 
 class ClipDataset(torch.utils.data.IterableDataset):
@@ -102,16 +123,26 @@ class ClipDataset(torch.utils.data.IterableDataset):
         frames = self.cache.get(seg.path, seg.kind, seg.start, seg.frames)
         first = rng.randrange(0, seg.frames - span + 1)
         clip = self._crop(frames[first : first + span : step], rng)
-        lq = clip if self.hr_only else make_lq(clip, cfg, rng.randrange(2**31))
+        lq, pending = self._lq(clip, rng)
         hr = clip[: hr_frames(cfg.latent_frames)] * 2 - 1
-        return Sample(hr=hr.transpose(0, 1), lq=lq.transpose(0, 1), is_image=False)
+        return Sample(hr=hr.transpose(0, 1), lq=lq.transpose(0, 1), is_image=False, lq_pending=pending)
 
     def sample_image(self, rng: random.Random) -> Sample:
         seg = rng.choice(self.images)
         image = self._crop(self.cache.get(seg.path, seg.kind, 0, 1), rng)
-        lq = image if self.hr_only else make_lq(image, self.cfg, rng.randrange(2**31))
+        lq, pending = self._lq(image, rng)
         lq = lq.expand(lq_frames(1), -1, -1, -1)
-        return Sample(hr=(image * 2 - 1).transpose(0, 1), lq=lq.transpose(0, 1), is_image=True)
+        return Sample(hr=(image * 2 - 1).transpose(0, 1), lq=lq.transpose(0, 1), is_image=True, lq_pending=pending)
+
+    def _lq(self, clip: torch.Tensor, rng: random.Random) -> tuple[torch.Tensor, bool]:
+        """The LQ clip in [-1, 1] (the clip itself for VAE training), or the HR clip in [-1, 1]
+        with ``pending`` set when its plain bicubic LQ is left to the training device."""
+        if self.hr_only:
+            return clip, False
+        seed = rng.randrange(2**31)
+        if self.cfg.lq_on_device and is_plain_bicubic(self.cfg.degradation, seed):
+            return clip * 2 - 1, True
+        return make_lq(clip, self.cfg, seed), False
 
     def _crop(self, frames: np.ndarray, rng: random.Random) -> torch.Tensor:
         """Random crop (and flip) of (T, H, W, 3) uint8 → (T, 3, c, c) float in [0, 1]."""
@@ -135,7 +166,24 @@ def collate(samples: list[Sample]) -> dict[str, torch.Tensor]:
         "hr": torch.stack([s.hr for s in samples]),
         "lq": torch.stack([s.lq for s in samples]),
         "is_image": torch.tensor([s.is_image for s in samples]),
+        "lq_pending": torch.tensor([s.lq_pending for s in samples]),
     }
+
+
+def held_out_batch(clips: tuple[str, ...], crop: tuple[int, int], latent_frames: int, scale: int) -> dict[str, torch.Tensor]:
+    """Centre crops of the first 4T+1 frames of each held-out clip, as one batch whose LQ is
+    left pending (plain bicubic ×scale, made on the training device like any pending sample)."""
+    from ..evaluation import load_ground_truth
+
+    n = lq_frames(latent_frames)
+    samples = []
+    for clip in clips:
+        gt = load_ground_truth(Path(clip), n, scale, crop)
+        if gt.shape[0] < n or gt.shape[1:3] != tuple(crop):
+            raise ValueError(f"held-out clip {clip}: need {n} frames of at least {crop[0]}×{crop[1]}, got {gt.shape[:3]}")
+        x = torch.from_numpy(gt).permute(0, 3, 1, 2).float() / 255 * 2 - 1
+        samples.append(Sample(hr=x[: hr_frames(latent_frames)].transpose(0, 1), lq=x.transpose(0, 1), is_image=False, lq_pending=True))
+    return collate(samples)
 
 
 def _one_thread(_: int) -> None:

@@ -305,11 +305,7 @@ def degrade(hr: torch.Tensor, cfg: DegradationConfig, seed: int) -> torch.Tensor
     """HR frames (T, 3, H, W) in [0, 1] → LR frames (T, 3, H/scale, W/scale) in [0, 1]."""
     t, _, h, w = hr.shape
     lr_size = (h // cfg.scale, w // cfg.scale)
-    if cfg.mode == "bicubic":
-        return bicubic_downscale(hr, cfg.scale)
-    if cfg.mode != "realbasicvsr":
-        raise ValueError(f"unknown degradation mode {cfg.mode!r}: choose realbasicvsr or bicubic")
-    if random.Random(seed ^ 0x5EED).random() < cfg.bicubic_prob:
+    if is_plain_bicubic(cfg, seed):
         return bicubic_downscale(hr, cfg.scale)
     plan = draw_clip(cfg, t, seed)
     gen = torch.Generator(device=hr.device).manual_seed(plan.noise_seed)
@@ -320,6 +316,14 @@ def degrade(hr: torch.Tensor, cfg: DegradationConfig, seed: int) -> torch.Tensor
     size2 = (max(8, round(h / cfg.scale * s2)), max(8, round(w / cfg.scale * s2)))
     x = _apply_round(x, plan.round2, size2, gen)
     return _final_resize(x, plan, lr_size)
+
+
+def is_plain_bicubic(cfg: DegradationConfig, seed: int) -> bool:
+    """Whether the clip of ``seed`` gets plain bicubic (``mode="bicubic"``, or the
+    ``bicubic_prob`` share of realbasicvsr clips)."""
+    if cfg.mode not in ("bicubic", "realbasicvsr"):
+        raise ValueError(f"unknown degradation mode {cfg.mode!r}: choose realbasicvsr or bicubic")
+    return cfg.mode == "bicubic" or random.Random(seed ^ 0x5EED).random() < cfg.bicubic_prob
 
 
 def _final_resize(x: torch.Tensor, plan: ClipDegradation, lr_size: tuple[int, int]) -> torch.Tensor:

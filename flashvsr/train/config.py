@@ -52,6 +52,7 @@ class DataConfig:
     batch_size: int = 2
     workers: int = 2
     hflip: bool = True
+    lq_on_device: bool = False  # plain-bicubic samples get their LQ on the training device (fast stages)
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
 
 
@@ -62,6 +63,8 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 100
     grad_clip: float = 1.0
+    decay: str = "constant"  # "constant", or "cosine" from lr down to lr · min_lr_ratio at run.steps
+    min_lr_ratio: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,18 @@ class VAELossConfig:
 
 
 @dataclass(frozen=True)
+class ScoreConfig:
+    """Held-out clips scored while training: each centre crop gets the classic bicubic ×4 LQ,
+    and the task measures its output against the ground truth (the decoder: PSNR-Y gain over
+    the bicubic LQ). The EMA weights with the best ``metric`` are kept as ``best.pt``."""
+
+    clips: tuple[str, ...] = ()  # videos or folders of frames, never trained on
+    crop: tuple[int, int] = (128, 384)  # (height, width), multiples of 128 (attention windows)
+    every: int = 250  # steps between scores
+    metric: str = "score_gain_db"  # higher is better
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     stage: str
     run: RunConfig = field(default_factory=RunConfig)
@@ -143,6 +158,7 @@ class TrainConfig:
     dmd: DMDConfig = field(default_factory=DMDConfig)
     decoder_loss: DecoderLossConfig = field(default_factory=DecoderLossConfig)
     vae_loss: VAELossConfig = field(default_factory=VAELossConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
 
 
 def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -170,6 +186,10 @@ def check(cfg: TrainConfig, source: Path) -> None:
     t = cfg.data.latent_frames
     if cfg.stage in ("stage2", "stage3") and (t % 2 or t < 6):
         raise ValueError(f"{source}: causal stages need an even number ≥ 6 of latent frames (3 time slices), got {t}")
+    if cfg.optim.decay not in ("constant", "cosine"):
+        raise ValueError(f"{source}: optim.decay must be constant or cosine, got {cfg.optim.decay!r}")
+    if any(side % 128 for side in cfg.score.crop):
+        raise ValueError(f"{source}: score.crop sides must be multiples of 128, got {cfg.score.crop}")
     if cfg.stage == "stage3" and not cfg.dmd.teacher:
         raise ValueError(f"{source}: stage3 needs [dmd] teacher = <stage-1 checkpoint>")
 
@@ -209,6 +229,7 @@ def from_dict(raw: dict[str, Any]) -> TrainConfig:
         dmd=_build(DMDConfig, raw.get("dmd", {})),
         decoder_loss=_build(DecoderLossConfig, raw.get("decoder_loss", {})),
         vae_loss=_build(VAELossConfig, raw.get("vae_loss", {})),
+        score=_build(ScoreConfig, raw.get("score", {})),
     )
 
 
@@ -232,6 +253,7 @@ def resolve_paths(cfg: TrainConfig, base: Path) -> TrainConfig:
             cfg.decoder_loss, lpips_weights=fix(cfg.decoder_loss.lpips_weights), student=fix(cfg.decoder_loss.student)
         ),
         vae_loss=dataclasses.replace(cfg.vae_loss, lpips_weights=fix(cfg.vae_loss.lpips_weights)),
+        score=dataclasses.replace(cfg.score, clips=tuple(fix(c) for c in cfg.score.clips)),
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..data.datasets import ClipDataset, loader
+from ..data.datasets import ClipDataset, held_out_batch, loader
 from ..data.manifest import read_manifest
 from . import distributed as D
 from .config import TrainConfig, load_train_config
@@ -43,7 +43,10 @@ def run_stage(config: str | Path | TrainConfig, overrides: dict[str, Any] | None
         trainer.attach(task)
         val_data = replace(cfg.data, image_prob=0.0, batch_size=1)
         val = next(loader(ClipDataset(segments, cfg.data.root, val_data, VALIDATION_SEED, hr_only=hr_only), 1, 0))
-        return trainer.fit(batches, val)
+        score = None
+        if cfg.score.clips:
+            score = held_out_batch(cfg.score.clips, cfg.score.crop, cfg.data.latent_frames, cfg.data.degradation.scale)
+        return trainer.fit(batches, val, score)
     finally:
         D.teardown()
 

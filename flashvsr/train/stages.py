@@ -23,6 +23,7 @@ from torch import nn
 from ..attention.backends import resolve_backend
 from ..config import SPARSE_REFERENCE_PIXELS, TOKEN_PIXELS
 from ..engine.schedule import decoded_range
+from ..evaluation import video_psnr_y
 from ..models.dit import dense_attention
 from ..models.tc_decoder import TCDecoder
 from ..models.wan_vae import WanVAE
@@ -33,6 +34,7 @@ from .nets import DiffusionNet, VAENet, merge_lora_state, split_prefixed, with_m
 from .trainer import Trainer, checkpoint_weights, load_checkpoint
 
 INFERENCE_TIMESTEP = 1000.0
+SCORE_SEED = 0  # the held-out score draws the same noise and attention settings every time
 LATENT_STATS_MOMENTUM = 0.99
 
 
@@ -141,6 +143,9 @@ class BaseTask:
 
     def load_extra_state(self, state: dict) -> None:
         pass
+
+    def score(self, batch: dict) -> dict[str, float]:
+        raise NotImplementedError(f"stage {self.cfg.stage} has no held-out score: leave [score] clips empty")
 
 
 # --------------------------------------------------------------------------------------------
@@ -391,14 +396,15 @@ class TCDecoderTask(BaseTask):
         self.lpips = LPIPSLoss(c.lpips_weights, self.device)
 
     @torch.no_grad()
-    def latents(self, batch) -> torch.Tensor:
+    def latents(self, batch, generator: torch.Generator | None = None, rng: random.Random | None = None) -> torch.Tensor:
         if self.student is None:
             return self.vae.encode(batch["hr"])
-        shape = (batch["hr"].shape[0], self.cfg.model.dit.in_channels, self.cfg.data.latent_frames,
-                 batch["hr"].shape[-2] // 8, batch["hr"].shape[-1] // 8)  # fmt: skip
-        noise = torch.randn(shape, device=self.device)
+        hr = batch["hr"]
+        shape = (hr.shape[0], self.cfg.model.dit.in_channels, (hr.shape[2] + 3) // 4, hr.shape[-2] // 8, hr.shape[-1] // 8)
+        noise = torch.randn(shape, device=self.device, generator=generator)
+        attention = sparse_attention(self.cfg, noise, self.device, rng or self.rng)
         with self.trainer.autocast():
-            return one_step_sample(self.student, noise, batch["lq"], sparse_attention(self.cfg, noise, self.device, self.rng))
+            return one_step_sample(self.student, noise, batch["lq"], attention)
 
     @torch.no_grad()
     def perturbed(self, latents: torch.Tensor) -> torch.Tensor:
@@ -434,6 +440,19 @@ class TCDecoderTask(BaseTask):
         if self.vae is not None:
             panels["vae"] = self.vae.decode(latents)
         return {**panels, "hr": batch["hr"]}
+
+    @torch.no_grad()
+    def score(self, batch):
+        """Mean PSNR-Y of the decoded clips, and its gain over their bicubic LQ frames."""
+        generator = torch.Generator(device=self.device).manual_seed(SCORE_SEED)
+        hr = batch["hr"]
+        latents = self.latents(batch, generator, random.Random(SCORE_SEED))
+        frames = self.trainable["tc_decoder"](latents, lq_condition_frames(batch["lq"], hr.shape[2]))
+        lq = batch["lq"][:, :, : hr.shape[2]]
+        clips = range(hr.shape[0])
+        out_db = sum(video_psnr_y(frames[i : i + 1], hr[i : i + 1]) for i in clips) / len(clips)
+        lq_db = sum(video_psnr_y(lq[i : i + 1], hr[i : i + 1]) for i in clips) / len(clips)
+        return {"score_psnr_y": out_db, "score_gain_db": out_db - lq_db}
 
 
 TASKS = {"vae": VAETask, "stage1": FlowTask, "stage2": FlowTask, "stage3": DMDTask, "tcdecoder": TCDecoderTask}

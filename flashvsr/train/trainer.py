@@ -26,12 +26,14 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ..data.datasets import finish_lq
 from . import distributed as D
 from .config import TrainConfig
 
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
 FINAL = "final.pt"  # EMA weights and task state only: what later stages and the export read
+BEST = "best.pt"  # the same, for the EMA weights that scored best on the held-out clips
 
 
 class Task(Protocol):
@@ -69,6 +71,7 @@ class Trainer:
         self.out = Path(cfg.run.out_dir)
         self.step = 0
         self.task: Task | None = None
+        self.best_score = -math.inf
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.ema: dict[str, dict[str, torch.Tensor]] = {}
         self._writer = None
@@ -108,16 +111,43 @@ class Trainer:
         loss.backward()
         params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
         norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip) if params else torch.zeros(())
-        warm = min(1.0, (self.step + 1) / max(1, self.cfg.optim.warmup_steps))
         for group in opt.param_groups:
-            group["lr"] = group["initial_lr"] * warm
+            group["lr"] = group["initial_lr"] * self.lr_factor()
         opt.step()
         return float(norm)
+
+    def lr_factor(self) -> float:
+        """Linear warm-up, then constant or cosine down to ``min_lr_ratio`` at ``run.steps``."""
+        o = self.cfg.optim
+        warm = min(1.0, (self.step + 1) / max(1, o.warmup_steps))
+        if o.decay == "constant":
+            return warm
+        progress = min(1.0, max(0, self.step - o.warmup_steps) / max(1, self.cfg.run.steps - o.warmup_steps))
+        return warm * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
     def ema_decay(self) -> float:
         """The configured decay, warmed up as (1+n)/(10+n): early on the EMA follows the
         weights, so a short run's EMA is not mostly its random initialisation."""
         return min(self.cfg.run.ema_decay, (1 + self.step) / (10 + self.step))
+
+    @contextlib.contextmanager
+    def ema_weights(self):
+        """The trainable modules hold their EMA weights inside the block (for scoring)."""
+        live = {}
+        with torch.no_grad():
+            for name, module in self.task.trainable.items():
+                params = dict(D.unwrap(module).named_parameters())
+                for k, shadow in self.ema[name].items():
+                    live[(name, k)] = params[k].detach().clone()
+                    params[k].copy_(shadow)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for name, module in self.task.trainable.items():
+                    params = dict(D.unwrap(module).named_parameters())
+                    for k in self.ema[name]:
+                        params[k].copy_(live[(name, k)])
 
     @torch.no_grad()
     def update_ema(self) -> None:
@@ -128,7 +158,9 @@ class Trainer:
                 shadow.lerp_(params[k].detach(), 1 - decay)
 
     # -- the loop -----------------------------------------------------------------------------
-    def fit(self, batches: Iterator[dict], validation_batch: dict | None = None) -> dict[str, float]:
+    def fit(
+        self, batches: Iterator[dict], validation_batch: dict | None = None, score_batch: dict | None = None
+    ) -> dict[str, float]:
         run = self.cfg.run
         self.resume()
         last: dict[str, float] = {}
@@ -136,7 +168,7 @@ class Trainer:
         batch = None
         while self.step < run.steps and not self._out_of_time(t0):
             if batch is None or (self.step - start) % run.echo == 0:
-                batch = {k: v.to(self.env.device, non_blocking=True) for k, v in next(batches).items()}
+                batch = self.on_device(next(batches))
             losses = self.task.train_step(batch, self.step)
             self.update_ema()
             self.step += 1
@@ -150,12 +182,20 @@ class Trainer:
                 self.save()
             if validation_batch is not None and (self.step % run.validate_every == 0 or self.step == run.steps):
                 self.save_samples(validation_batch)
+            if score_batch is not None and (self.step % self.cfg.score.every == 0 or self.step == run.steps):
+                self.score(score_batch)
         if self.step % run.checkpoint_every and self.step != run.steps:  # stopped by the time budget
+            if score_batch is not None and self.step % self.cfg.score.every:
+                self.score(score_batch)
             self.save()
             if validation_batch is not None:
                 self.save_samples(validation_batch)
         self.save_final()
         return last
+
+    def on_device(self, batch: dict) -> dict:
+        batch = {k: v.to(self.env.device, non_blocking=True) for k, v in batch.items()}
+        return finish_lq(batch, self.cfg.data.degradation.scale)
 
     def _out_of_time(self, t0: float) -> bool:
         """The same decision on every rank (rank 0's clock)."""
@@ -166,8 +206,23 @@ class Trainer:
             torch.distributed.broadcast(late, src=0)
         return bool(late.item())
 
-    def save_final(self) -> Path | None:
-        """``final.pt``: EMA weights (float32) and the task's state, without optimizer state."""
+    def score(self, batch: dict) -> dict[str, float]:
+        """Score the EMA weights on the held-out batch, log it, and keep them as ``best.pt``
+        when ``score.metric`` improves."""
+        with self.ema_weights(), self.autocast():
+            values = self.task.score(self.on_device(batch))
+        metric = self.cfg.score.metric
+        if metric not in values:
+            raise KeyError(f"score.metric {metric!r} is not among the task's scores {sorted(values)}")
+        improved = values[metric] > self.best_score
+        if improved:
+            self.best_score = values[metric]
+            self.save_final(BEST)
+        self.log({**values, "best_" + metric: self.best_score})
+        return values
+
+    def save_final(self, name: str = FINAL) -> Path | None:
+        """``final.pt`` (or ``name``): EMA weights (float32) and the task's state, without optimizer state."""
         state = {
             "stage": self.cfg.stage,
             "step": self.step,
@@ -178,7 +233,8 @@ class Trainer:
         }
         if not self.env.is_main:
             return None
-        path = self.out / FINAL
+        self.out.mkdir(parents=True, exist_ok=True)
+        path = self.out / name
         torch.save(state, path.with_suffix(".tmp"))
         path.with_suffix(".tmp").replace(path)
         return path
@@ -200,7 +256,7 @@ class Trainer:
 
     @torch.no_grad()
     def save_samples(self, batch: dict) -> Path | None:
-        batch = {k: v.to(self.env.device) for k, v in batch.items()}
+        batch = self.on_device(batch)
         with self.autocast():
             rows = self.task.validate(batch)
         if not self.env.is_main:
@@ -220,6 +276,7 @@ class Trainer:
             "ema": {n: _gather(t) for n, t in self.ema.items()},
             "optimizers": {n: _optimizer_state(self.task, n, o, self.env) for n, o in self.optimizers.items()},
             "extra": self.task.extra_state(),
+            "best_score": self.best_score,
         }
         if not self.env.is_main:
             return None
@@ -248,6 +305,7 @@ class Trainer:
             _load_optimizer_state(self.task, name, opt, ckpt["optimizers"][name], self.env)
         self.task.load_extra_state(ckpt.get("extra", {}))
         self.step = int(ckpt["step"])
+        self.best_score = float(ckpt.get("best_score", -math.inf))
         if self.env.is_main:
             print(f"resumed from {path} at step {self.step}", flush=True)
         return True
