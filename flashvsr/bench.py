@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from .config import official_config
+from .config import DEFAULT_TILE_OVERLAP, TILE_AUTO, official_config
 from .engine.timing import STAGES, CudaClock, WallClock
 from .models import FlashVSRModels
 from .pipeline import Upscaler, engine_config, plan_geometry, prepare_frames, to_uint8
@@ -43,6 +43,10 @@ class BenchConfig:
     seed: int = 0
     attention_backend: str = "auto"
     compile: bool = False
+    tile: str | tuple[int, int] = TILE_AUTO
+    tile_overlap: int = DEFAULT_TILE_OVERLAP
+    offload_tiles: bool = False
+    memory_limit_gb: float = 0.0
 
 
 @dataclass
@@ -54,13 +58,14 @@ class BenchResult:
     stage_ms_per_8_frames: dict[str, float] = field(default_factory=dict)
     peak_memory_gb: float = 0.0
     runs_seconds: list[float] = field(default_factory=list)
+    tiling: str = ""
 
     def table(self) -> str:
         c = self.config
         lines = [
             f"{self.device_name}: {c['frames']} frames at {c['width']}×{c['height']} ({c['variant']}, {c['dtype']})",
             f"  {self.fps:.2f} FPS  ({self.seconds:.3f} s, runs {', '.join(f'{s:.3f}' for s in self.runs_seconds)})",
-            f"  peak device memory {self.peak_memory_gb:.2f} GB",
+            f"  peak device memory {self.peak_memory_gb:.2f} GB; {self.tiling}",
             "  ms per 8 frames: " + ", ".join(f"{k} {v:.1f}" for k, v in self.stage_ms_per_8_frames.items()),
         ]
         return "\n".join(lines)
@@ -122,7 +127,8 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
     upscaler = Upscaler(
         models,
         engine_config(cfg.variant, str(device), cfg.dtype, attention_backend=cfg.attention_backend,
-                      compile=cfg.compile, **settings),
+                      compile=cfg.compile, tile=cfg.tile, tile_overlap=cfg.tile_overlap,
+                      offload_tiles=cfg.offload_tiles, memory_limit_gb=cfg.memory_limit_gb, **settings),
     )
     engine = upscaler.engine
     lr_h, lr_w = cfg.height // cfg.scale, cfg.width // cfg.scale
@@ -131,6 +137,7 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
     geo = plan_geometry(lr_h, lr_w, width=cfg.width, height=cfg.height)
     sink = torch.empty(cfg.frames, geo.out_h, geo.out_w, 3, dtype=torch.uint8, pin_memory=cuda)
     runs, stage_totals = [], {}
+    tiling = upscaler.tile_plan(geo).describe()
     for rep in range(cfg.warmup + cfg.repeats):
         clock = CudaClock() if cuda else WallClock()
         engine.clock = clock
@@ -138,7 +145,7 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         with clock.section("total"):
-            _stream_once(engine, lr, geo, sink, cfg.batch, clock)
+            _stream_once(upscaler, lr, geo, sink, cfg.batch, clock)
         totals = clock.totals_ms()
         if rep >= cfg.warmup:
             runs.append(totals.pop("total") / 1e3)
@@ -155,18 +162,20 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
         stage_ms_per_8_frames=stages,
         peak_memory_gb=torch.cuda.max_memory_allocated(device) / 1e9 if cuda else 0.0,
         runs_seconds=runs,
+        tiling=tiling,
     )
 
 
-def _stream_once(engine, lr, geo, sink, batch, clock) -> None:
-    state = engine.start(geo.model_h, geo.model_w, content=geo.content)
+def _stream_once(upscaler: Upscaler, lr, geo, sink, batch, clock) -> None:
+    engine = upscaler.engine
+    stream = upscaler.open_stream(geo)
     done = 0
     with torch.no_grad():
         for i in range(0, lr.shape[0], batch):
             with clock.section("prepare"):
                 lq = prepare_frames(lr[i : i + batch].to(engine.device, non_blocking=True), geo, engine.dtype)
-            done = _drain(engine.push(state, lq), sink, done, clock)
-        _drain(engine.finish(state), sink, done, clock)
+            done = _drain(stream.push(lq), sink, done, clock)
+        _drain(stream.finish(), sink, done, clock)
 
 
 def _drain(frames: torch.Tensor, sink: torch.Tensor, done: int, clock) -> int:

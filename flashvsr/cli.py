@@ -15,6 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from . import __version__
+from .config import DEFAULT_TILE_OVERLAP, PIXEL_MULTIPLE, TILE_AUTO, TILE_OFF  # plain dataclasses: no torch
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -77,6 +78,10 @@ def _bench(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         attention_backend=args.attention_backend,
         compile=args.compile,
+        tile=args.tile,
+        tile_overlap=args.tile_overlap,
+        offload_tiles=args.offload_tiles,
+        memory_limit_gb=args.memory_limit,
     )
     result = run_bench(cfg)
     print(result.table())
@@ -135,6 +140,10 @@ def _load_upscaler(args: argparse.Namespace):
         seed=args.seed,
         attention_backend=args.attention_backend,
         compile=args.compile,
+        tile=args.tile,
+        tile_overlap=args.tile_overlap,
+        offload_tiles=args.offload_tiles,
+        memory_limit_gb=args.memory_limit,
     )
 
 
@@ -165,6 +174,8 @@ def _run_with_progress(upscaler, job, quiet: bool):
 
     from .jobs import run_job
 
+    if not quiet:  # one line per job: which tiling the memory planner chose
+        upscaler.announce = lambda line: tqdm.write(f"flashvsr: {line}", file=sys.stderr)
     with tqdm(total=job.input.frames, unit="frame", desc=job.input.path.name, disable=quiet,
               dynamic_ncols=True, file=sys.stderr) as bar:  # fmt: skip
 
@@ -284,6 +295,42 @@ def crop_size(text: str) -> tuple[int, int]:
     return positive_int(h), positive_int(w)
 
 
+def tile_setting(text: str) -> str | tuple[int, int]:
+    """``auto``, ``off`` or ``WxH`` in model pixels (multiples of 128) → (height, width)."""
+    if text.lower() in (TILE_AUTO, TILE_OFF):
+        return text.lower()
+    size = crop_size(text)
+    if any(v % PIXEL_MULTIPLE for v in size):
+        raise argparse.ArgumentTypeError(f"{text!r}: tile sides must be multiples of {PIXEL_MULTIPLE}, e.g. 768x512")
+    return size
+
+
+def tile_overlap(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0 or value % PIXEL_MULTIPLE:
+        raise argparse.ArgumentTypeError(f"{text!r}: the overlap must be a multiple of {PIXEL_MULTIPLE} (0, 128, 256…)")
+    return value
+
+
+def _add_tiling_options(group) -> None:
+    group.add_argument("--tile", type=tile_setting, default=TILE_AUTO, metavar="auto|off|WxH",
+                       help="split large frames into overlapping tiles, blended at the seams: auto (default: only when "
+                            "the frame does not fit in free GPU memory), off, or a tile size such as 1024x768 "
+                            "(multiples of 128)")  # fmt: skip
+    group.add_argument("--tile-overlap", type=tile_overlap, default=DEFAULT_TILE_OVERLAP, metavar="PIXELS",
+                       help=f"pixels shared by neighbouring tiles, a multiple of {PIXEL_MULTIPLE} "
+                            f"(default {DEFAULT_TILE_OVERLAP})")  # fmt: skip
+    group.add_argument("--offload-tiles", action="store_true",
+                       help="keep idle tiles' caches in host memory (GPU holds one tile at a time; slower, needs "
+                            "host RAM); auto tiling turns it on by itself when needed")  # fmt: skip
+    group.add_argument("--memory-limit", type=positive_float, default=0.0, metavar="GB",
+                       help="use at most this much GPU memory in all, weights included (plan and enforce, as on a "
+                            "smaller card; default: what is free)")  # fmt: skip
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -362,6 +409,7 @@ def _add_upscale_parser(sub) -> None:
                         help="sparse attention kernel (default auto: FlexAttention on GPU)")  # fmt: skip
     tuning.add_argument("--compile", action="store_true",
                         help="torch.compile the DiT on a GPU: ~8 %% faster after a one-minute first compile (long videos)")  # fmt: skip
+    _add_tiling_options(p.add_argument_group("GPU memory (tiling)"))
 
     out = p.add_argument_group("output format")
     out.add_argument("--codec", choices=list(VIDEO_CODECS), default=DEFAULT_CODEC,
@@ -486,6 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=2, help="timed passes; the median is reported")
     bench.add_argument("--attention-backend", default="auto", choices=["auto", "flex", "gather", "dense"])
     bench.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (warm-up compiles)")
+    _add_tiling_options(bench)
     bench.add_argument("--json", help="also write the result as JSON to this file")
     bench.set_defaults(func=_bench)
 

@@ -181,6 +181,35 @@ class SparseAttentionConfig:
         return int(self.kv_ratio)
 
 
+TILE_AUTO, TILE_OFF = "auto", "off"
+DEFAULT_TILE_OVERLAP = PIXEL_MULTIPLE  # one attention window of context shared by neighbouring tiles
+
+
+@dataclass(frozen=True)
+class TilingConfig:
+    """Spatial tiling of large frames: each tile is its own stream, blended over the overlaps.
+
+    ``tile`` is "auto" (tiles only when the frame does not fit in free device memory), "off",
+    or a (height, width) in model pixels (multiples of 128). ``offload`` keeps idle tiles'
+    state in host memory so the device holds one tile's state at a time (slower)."""
+
+    tile: str | tuple[int, int] = TILE_AUTO
+    overlap: int = DEFAULT_TILE_OVERLAP
+    offload: bool = False
+    memory_limit_gb: float = 0.0  # > 0: plan for at most this much device memory in all (a smaller card)
+
+    def __post_init__(self):
+        if isinstance(self.tile, str):
+            if self.tile not in (TILE_AUTO, TILE_OFF):
+                raise ValueError(f"tile must be {TILE_AUTO!r}, {TILE_OFF!r} or (height, width), got {self.tile!r}")
+        elif len(self.tile) != 2 or any(v <= 0 or v % PIXEL_MULTIPLE for v in self.tile):
+            raise ValueError(f"tile size must be two positive multiples of {PIXEL_MULTIPLE}, got {self.tile}")
+        if self.memory_limit_gb < 0:
+            raise ValueError(f"memory limit must be positive (GB), got {self.memory_limit_gb}")
+        if self.overlap < 0 or self.overlap % PIXEL_MULTIPLE:
+            raise ValueError(f"tile overlap must be a multiple of {PIXEL_MULTIPLE} pixels, got {self.overlap}")
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """How one stream is run: attention settings, decoder, colour fix, numerics."""
@@ -194,6 +223,7 @@ class EngineConfig:
     attention_backend: str = "auto"  # "auto" | "gather" | "dense" | "flex"
     decoder_frame_chunk: int = 2  # TC decoder frames at a time at each upsampled resolution (memory; exact)
     compile: bool = False  # torch.compile the DiT blocks around attention (CUDA; fused element-wise work)
+    tiling: TilingConfig = field(default_factory=TilingConfig)
 
 
 def _build(cls: type, d: dict[str, Any]) -> Any:

@@ -17,15 +17,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import PIXEL_MULTIPLE, EngineConfig, SparseAttentionConfig
+from .config import DEFAULT_TILE_OVERLAP, PIXEL_MULTIPLE, TILE_AUTO, EngineConfig, SparseAttentionConfig, TilingConfig
+from .engine.memory import TilePlan, enforce_memory_limit, plan_tiles, plannable_bytes
 from .engine.state import NoiseSource
 from .engine.stream import StreamingEngine, model_frame_size, resolve_dtype
+from .engine.tiles import EngineStream, TiledStream
 from .models import FlashVSRModels
 
 MAX_OUTPUT_PIXELS = 8192 * 8192  # refuse absurd sizes before allocating anything
@@ -115,8 +117,10 @@ class Upscaler:
     def __init__(self, models: FlashVSRModels, config: EngineConfig):
         self.config = config
         self.device = torch.device(config.device)
+        enforce_memory_limit(self.device, config.tiling.memory_limit_gb)
         self.engine = StreamingEngine(models.to(self.device, resolve_dtype(config.dtype)), config)
         self.models = models
+        self.announce: Callable[[str], None] | None = None  # told which tiling each stream uses (the CLI prints it)
 
     @classmethod
     def load(
@@ -165,7 +169,7 @@ class Upscaler:
             raise ValueError("no frames to upscale")
         first = _as_u8_tensor(first)
         geo = plan_geometry(first.shape[0], first.shape[1], scale, width, height, even)
-        state = self.engine.start(geo.model_h, geo.model_w, content=geo.content, noise=noise)
+        stream = self.open_stream(geo, noise)
         pending = [first]
         for frame in it:
             frame = _as_u8_tensor(frame)
@@ -173,15 +177,31 @@ class Upscaler:
                 raise ValueError(f"frame size changed from {tuple(first.shape)} to {tuple(frame.shape)}")
             pending.append(frame)
             if len(pending) >= batch:
-                yield from self._push(state, pending, geo)
+                yield from self._push(stream, pending, geo)
                 pending = []
         if pending:
-            yield from self._push(state, pending, geo)
-        yield from _to_numpy(self.engine.finish(state))
+            yield from self._push(stream, pending, geo)
+        yield from _to_numpy(stream.finish())
 
-    def _push(self, state, frames: list[torch.Tensor], geo: Geometry) -> Iterator[np.ndarray]:
+    def tile_plan(self, geo: Geometry) -> TilePlan:
+        """Untiled when the frame fits in free device memory, else tiles (raises
+        :class:`flashvsr.engine.memory.NotEnoughMemory` when nothing fits)."""
+        free = plannable_bytes(self.device, self.config.tiling.memory_limit_gb)
+        return plan_tiles(free, geo.model_h, geo.model_w, self.models, self.config)
+
+    def open_stream(self, geo: Geometry, noise: NoiseSource | None = None) -> EngineStream | TiledStream:
+        """A stream for ``geo`` (push LQ model frames, then finish), tiled if the plan says so."""
+        plan = self.tile_plan(geo)
+        if self.announce:
+            self.announce(plan.describe())
+        if plan.grid is None:
+            state = self.engine.start(geo.model_h, geo.model_w, content=geo.content, noise=noise)
+            return EngineStream(self.engine, state)
+        return TiledStream(self.engine, plan.grid, geo.content, noise, plan.offload)
+
+    def _push(self, stream, frames: list[torch.Tensor], geo: Geometry) -> Iterator[np.ndarray]:
         lq = prepare_frames(torch.stack(frames).to(self.device), geo, self.engine.dtype)
-        yield from _to_numpy(self.engine.push(state, lq))
+        yield from _to_numpy(stream.push(lq))
 
     def upscale_frames(self, frames: Iterable[np.ndarray], **kwargs) -> list[np.ndarray]:
         return list(self.stream(frames, **kwargs))
@@ -221,10 +241,15 @@ def engine_config(
     seed: int = 0,
     attention_backend: str = "auto",
     compile: bool = False,
+    tile: str | tuple[int, int] = TILE_AUTO,
+    tile_overlap: int = DEFAULT_TILE_OVERLAP,
+    offload_tiles: bool = False,
+    memory_limit_gb: float = 0.0,
     **attention,
 ) -> EngineConfig:
     return EngineConfig(
         compile=compile,
+        tiling=TilingConfig(tile=tile, overlap=tile_overlap, offload=offload_tiles, memory_limit_gb=memory_limit_gb),
         attention=SparseAttentionConfig(**attention),
         variant=variant,
         color_fix=color_fix,

@@ -23,7 +23,8 @@ pytest_plugins = ["tests.media_fixtures"]  # fixtures: weights_dir, one_torch_th
 OPTIONS = [
     "--output", "--scale", "--width", "--height", "--weights", "--release", "--variant", "--prompt", "--device",
     "--dtype", "--sparse-ratio", "--local-range", "--kv-ratio", "--color-fix", "--seed", "--codec", "--crf",
-    "--preset", "--format", "--quality", "--fps", "--overwrite", "--quiet", "--compile",
+    "--preset", "--format", "--quality", "--fps", "--overwrite", "--quiet", "--compile", "--tile", "--tile-overlap",
+    "--offload-tiles",
 ]  # fmt: skip
 
 
@@ -108,6 +109,30 @@ def test_overwrite_replaces_an_existing_output(tmp_path, capsys, clip, weights_d
     code, _, _ = run(capsys, "upscale", clip, "-o", tmp_path / "up.mp4", "--weights", weights_dir, "-q", "--overwrite",
                      "--crf", 30, "--preset", "ultrafast", "--codec", "h265")  # fmt: skip
     assert code == 0 and probe(tmp_path / "up.mp4").codec == "hevc"
+
+
+def test_tiled_upscale_runs_end_to_end(tmp_path, capsys, clip, weights_dir, one_torch_thread):
+    """48×32 ×4 → 192×128 output, a 256×128 model frame: two 128×128 tiles, states offloaded."""
+    code, _, err = run(capsys, "upscale", clip, "-o", tmp_path / "up.mkv", "--weights", weights_dir, "--scale", 4,
+                         "--codec", "ffv1", "--tile", "128x128", "--tile-overlap", 0, "--offload-tiles")  # fmt: skip
+    assert code == 0, err
+    assert "flashvsr: tiling: 2×1 tiles of 128×128, overlap 0 px, idle tiles in host memory" in err
+    info = probe(tmp_path / "up.mkv")
+    assert (info.frames, info.width, info.height) == (12, 192, 128)
+
+
+def test_default_tiling_is_announced_and_off_on_cpu(tmp_path, capsys, weights_dir, one_torch_thread):
+    write_video(tmp_path / "short.mp4", 2, 32, 32)
+    code, _, err = run(capsys, "upscale", tmp_path / "short.mp4", "-o", tmp_path / "up.mp4", "--weights", weights_dir)
+    assert code == 0 and "flashvsr: tiling: none, no device memory limit" in err
+
+
+@pytest.mark.parametrize("value", ["100x128", "big", "128x0"])
+def test_bad_tile_option_is_a_usage_error(tmp_path, capsys, clip, value):
+    code, _, err = run(capsys, "upscale", clip, "-o", tmp_path / "up.mp4", "--tile", value)
+    assert code == 2 and "--tile" in err and err.count("\n") == 1
+    code, _, err = run(capsys, "upscale", clip, "-o", tmp_path / "up.mp4", "--tile-overlap", 100)
+    assert code == 2 and "multiple of 128" in err
 
 
 def test_probe_command(tmp_path, capsys, clip):
@@ -302,3 +327,7 @@ def test_bench_reports_fps_stage_times_and_its_settings(tmp_path):
     result = json.loads(out.read_text())
     assert result["fps"] > 0 and result["config"]["compile"] and result["config"]["layers"] == 1
     assert {"lq_proj", "dit", "decode"} <= set(result["stage_ms_per_8_frames"])
+    assert result["tiling"].startswith("tiling: none") and result["config"]["tile"] == "auto"
+    tiled = cli.build_parser().parse_args(["bench", "--tile", "256x128", "--tile-overlap", "256", "--offload-tiles",
+                                           "--memory-limit", "24"])  # fmt: skip
+    assert (tiled.tile, tiled.tile_overlap, tiled.offload_tiles, tiled.memory_limit) == ((128, 256), 256, True, 24.0)

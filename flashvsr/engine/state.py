@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 
@@ -76,3 +77,38 @@ class StreamState:
     @property
     def latent_shape(self) -> tuple[int, int]:
         return self.height // VAE_SPATIAL_FACTOR, self.width // VAE_SPATIAL_FACTOR
+
+
+STATELESS_FIELDS = frozenset({"noise", "tracer"})  # callables, nothing on a device
+
+
+def move_state(state: StreamState, device: torch.device | str) -> None:
+    """Move every tensor a stream holds (KV rings, LR-projection cache, decoder memory,
+    pending LQ frames, attention mask) to ``device``, in place: used to park idle tiles."""
+    device = torch.device(device)
+    for f in dataclasses.fields(state):
+        if f.name not in STATELESS_FIELDS:
+            setattr(state, f.name, _moved(getattr(state, f.name), device))
+
+
+def _moved(value: Any, device: torch.device) -> Any:
+    if torch.is_tensor(value):
+        return _tensor_to(value, device)
+    if isinstance(value, list):
+        return [_moved(v, device) for v in value]
+    if isinstance(value, dict):
+        return {k: _moved(v, device) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        moved = {f.name: _moved(getattr(value, f.name), device) for f in dataclasses.fields(value)}
+        return dataclasses.replace(value, **moved)
+    return value
+
+
+def _tensor_to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if t.device == device:
+        return t
+    if t.is_cuda and device.type == "cpu":
+        # pinned host memory: the copies both ways run at full bus speed, without blocking
+        host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+        return host.copy_(t, non_blocking=True)
+    return t.to(device, non_blocking=True)
