@@ -3,6 +3,8 @@
 # the allocator, as on a 24 GB card), tiling chosen by the memory planner; one process per
 # size (FlexAttention keeps compiled kernels per shape). Writes $OUT/tiles_<w>x<h>.json.
 set -u
+[ -d /tmp/site/av ] || pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl  # the CLI needs PyAV
+export PYTHONPATH=/tmp/site:$PWD
 export PYTHONUNBUFFERED=1
 LIMIT=${LIMIT:-24}
 run() {  # width height frames

@@ -169,7 +169,8 @@ def enforce_memory_limit(device: torch.device, limit_gb: float) -> None:
     loudly instead of borrowing memory a smaller card would not have)."""
     if device.type == "cuda" and limit_gb > 0:
         total = torch.cuda.get_device_properties(device).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, limit_gb * GB / total), device)
+        index = device.index if device.index is not None else torch.cuda.current_device()  # the call needs an index
+        torch.cuda.set_per_process_memory_fraction(min(1.0, limit_gb * GB / total), index)
 
 
 def plan_tiles(free: int | None, height: int, width: int, models: FlashVSRModels, config: EngineConfig) -> TilePlan:
