@@ -3,8 +3,8 @@
 A stage is a :class:`Task`: it owns its modules (trainable and frozen), builds its losses and
 calls :meth:`Trainer.optimize` for each optimizer it steps. The trainer does everything else
 the same way for all stages: process group and device, bf16 autocast, DDP/FSDP2 wrapping,
-warm-up schedule, gradient clipping, EMA, checkpoints (saved and resumed), metrics
-(TensorBoard and JSONL) and validation images.
+warm-up and decay schedule, gradient clipping, EMA, checkpoints (saved and resumed), metrics
+(TensorBoard and JSONL), validation images and held-out scores (the best EMA weights kept).
 
 Checkpoints are plain ``torch.save`` files of full (unsharded) state dicts, read back with
 ``weights_only=True``: ``models``, ``ema``, ``optimizers``, ``step`` and a task's ``extra``.
@@ -133,21 +133,20 @@ class Trainer:
     @contextlib.contextmanager
     def ema_weights(self):
         """The trainable modules hold their EMA weights inside the block (for scoring)."""
-        live = {}
-        with torch.no_grad():
-            for name, module in self.task.trainable.items():
-                params = dict(D.unwrap(module).named_parameters())
-                for k, shadow in self.ema[name].items():
-                    live[(name, k)] = params[k].detach().clone()
-                    params[k].copy_(shadow)
+        self._swap_with_ema()
         try:
             yield
         finally:
-            with torch.no_grad():
-                for name, module in self.task.trainable.items():
-                    params = dict(D.unwrap(module).named_parameters())
-                    for k in self.ema[name]:
-                        params[k].copy_(live[(name, k)])
+            self._swap_with_ema()
+
+    @torch.no_grad()
+    def _swap_with_ema(self) -> None:
+        for name, module in self.task.trainable.items():
+            params = dict(D.unwrap(module).named_parameters())
+            for k, shadow in self.ema[name].items():
+                live = params[k].detach().clone()
+                params[k].copy_(shadow)
+                shadow.copy_(live)
 
     @torch.no_grad()
     def update_ema(self) -> None:
