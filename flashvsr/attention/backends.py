@@ -92,6 +92,7 @@ def gather_block_sparse(q: torch.Tensor, parts: Sequence[KVPart]) -> torch.Tenso
 
 
 _compiled_flex = None
+FLEX_RECOMPILE_LIMIT = 64  # one compile per (query, key) length pair: a few per frame size and cache fill
 
 
 def _flex():
@@ -99,6 +100,10 @@ def _flex():
 
     global _compiled_flex
     if _compiled_flex is None:
+        # past torch's default of 8 compiles, flex_attention falls back to an unfused version that
+        # materialises the scores and runs out of memory: a process serving several sizes needs more
+        dynamo = torch._dynamo.config
+        dynamo.recompile_limit = max(dynamo.recompile_limit, FLEX_RECOMPILE_LIMIT)
         _compiled_flex = torch.compile(flex_attention, dynamic=False)
     return _compiled_flex
 
