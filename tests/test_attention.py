@@ -149,3 +149,12 @@ def test_cache_slots_follow_the_reference_rule():
     assert small.capacity == 2  # one slice dropped per call: two stay after the first call
     plan = small.plan(3, kv_slices=1)
     assert plan.writes == ((1, 0), (2, 1)) and plan.after == (0, 1)
+
+
+def test_flex_kernel_may_compile_many_shapes_per_process():
+    """A process that serves several frame sizes compiles FlexAttention once per shape; past
+    torch's default of 8 it would fall back to an unfused kernel that runs out of memory."""
+    from flashvsr.attention import backends
+
+    backends._flex()
+    assert torch._dynamo.config.recompile_limit >= backends.FLEX_RECOMPILE_LIMIT >= 64
