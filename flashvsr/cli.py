@@ -227,7 +227,8 @@ def _ui(args: argparse.Namespace) -> int:
     try:
         serve(config, open_browser=args.open)
     except KeyboardInterrupt:  # Ctrl-C is how a server is stopped: not an error
-        print("flashvsr ui: stopped; its temporary files were removed", file=sys.stderr)
+        pass  # uvicorn re-raises the signal after its shutdown, except when it came during start-up
+    print("flashvsr ui: stopped; its temporary files were removed", file=sys.stderr)
     return 0
 
 
