@@ -35,6 +35,7 @@ class BenchConfig:
     sparse_ratio: float = 2.0
     local_range: int = 11
     kv_ratio: float = 3.0
+    kv_cache: str = "model"
     layers: int = 30
     warmup: int = 1
     repeats: int = 2
@@ -123,7 +124,7 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
     device = torch.device(cfg.device)
     cuda = device.type == "cuda"
     models = random_official_models(cfg.layers, cfg.variant, device, cfg.seed)
-    settings = dict(sparse_ratio=cfg.sparse_ratio, local_range=cfg.local_range, kv_ratio=cfg.kv_ratio)
+    settings = dict(sparse_ratio=cfg.sparse_ratio, local_range=cfg.local_range, kv_ratio=cfg.kv_ratio, kv_cache=cfg.kv_cache)
     upscaler = Upscaler(
         models,
         engine_config(cfg.variant, str(device), cfg.dtype, attention_backend=cfg.attention_backend,

@@ -73,6 +73,7 @@ def _bench(args: argparse.Namespace) -> int:
         sparse_ratio=args.sparse_ratio,
         local_range=args.local_range,
         kv_ratio=args.kv_ratio,
+        kv_cache=args.kv_cache,
         layers=args.layers,
         warmup=args.warmup,
         repeats=args.repeats,
@@ -136,6 +137,7 @@ def _load_upscaler(args: argparse.Namespace):
         sparse_ratio=args.sparse_ratio,
         local_range=args.local_range,
         kv_ratio=args.kv_ratio,
+        kv_cache=args.kv_cache,
         color_fix=args.color_fix,
         seed=args.seed,
         attention_backend=args.attention_backend,
@@ -401,6 +403,8 @@ def _add_upscale_parser(sub) -> None:
                         help="sparse attention budget: 2.0 (default, reference) or 1.5 (faster, slightly softer)")  # fmt: skip
     tuning.add_argument("--local-range", type=positive_int, default=11,
                         help="local attention window in 128-pixel blocks: 11 (default, more stable) or 9 (sharper)")  # fmt: skip
+    tuning.add_argument("--kv-cache", choices=["model", "fp8"], default="model",
+                        help="attention cache format: model (default, exact) or fp8 (half the cache memory; lossy)")  # fmt: skip
     tuning.add_argument("--kv-ratio", type=positive_float, default=3.0,
                         help="time slices kept in the attention cache: 3 (default); fewer uses less memory")  # fmt: skip
     tuning.add_argument("--color-fix", choices=["adain", "wavelet", "none"], default="adain",
@@ -530,6 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sparse-ratio", type=float, default=2.0, help="LCSA sparsity (reference 2.0; 1.5 faster)")
     bench.add_argument("--local-range", type=int, default=11, help="LCSA local window in windows (default 11)")
     bench.add_argument("--kv-ratio", type=float, default=3.0, help="cached time slices (default 3)")
+    bench.add_argument("--kv-cache", choices=["model", "fp8"], default="model", help="attention cache format (fp8: lossy)")
     bench.add_argument("--layers", type=int, default=30, help="DiT blocks (default 30, the official size)")
     bench.add_argument("--warmup", type=int, default=1, help="untimed passes first (compilation)")
     bench.add_argument("--repeats", type=int, default=2, help="timed passes; the median is reported")

@@ -158,6 +158,8 @@ def official_config(release: str = "v1.1", num_layers: int = 30) -> ModelConfig:
     )
 
 
+KV_CACHE_FORMATS = ("model", "fp8")
+
 # Reference resolution behind the `sparse_ratio` → `topk_ratio` rule (SPEC §4.5).
 SPARSE_REFERENCE_PIXELS = 768 * 1280
 
@@ -170,6 +172,11 @@ class SparseAttentionConfig:
     topk_ratio: float | None = None  # overrides sparse_ratio when given
     local_range: int = 11
     kv_ratio: float = 3.0
+    kv_cache: str = "model"  # "model": the compute dtype (exact); "fp8": half the memory, lossy (opt-in)
+
+    def __post_init__(self):
+        if self.kv_cache not in KV_CACHE_FORMATS:
+            raise ValueError(f"kv_cache must be one of {KV_CACHE_FORMATS}, got {self.kv_cache!r}")
 
     def topk_ratio_for(self, height: int, width: int) -> float:
         if self.topk_ratio is not None:

@@ -158,3 +158,45 @@ def test_flex_kernel_may_compile_many_shapes_per_process():
 
     backends._flex()
     assert torch._dynamo.config.recompile_limit >= backends.FLEX_RECOMPILE_LIMIT >= 64
+
+
+def test_fp8_kv_cache_round_trip_is_within_e4m3_precision():
+    """Each cached key/value vector is stored as e4m3 with its own scale: relative error per
+    entry at most half an e4m3 step (2⁻⁴) of the vector's largest entry."""
+    from flashvsr.attention.lcsa import FP8, quantize_fp8
+
+    x = torch.randn(2, 256, 4, 64) * torch.logspace(-3, 2, 256)[None, :, None, None]  # scales vary per token
+    q, scale = quantize_fp8(x)
+    assert q.dtype == FP8 and scale.shape == (2, 256, 4, 1)
+    back = q.float() * scale
+    err = (back - x).abs() / x.abs().amax(dim=-1, keepdim=True)
+    assert float(err.max()) <= 2**-4
+    assert float(err.mean()) < 0.01
+
+
+def test_fp8_kv_cache_stream_stays_close_to_the_exact_cache():
+    """The opt-in lossy format: same frames, close to the exact cache's output, half the bytes."""
+    from flashvsr.config import EngineConfig, SparseAttentionConfig
+    from flashvsr.engine.memory import estimate_stream
+    from flashvsr.engine.stream import StreamingEngine
+
+    from .conftest import random_frames, tiny_models
+
+    models = tiny_models()
+    frames = random_frames(25, 128, 256)
+    outs, engines = {}, {}
+    for fmt in ("model", "fp8"):
+        cfg = EngineConfig(attention=SparseAttentionConfig(local_range=3, kv_cache=fmt), dtype="float32", device="cpu")
+        engines[fmt] = StreamingEngine(models, cfg)
+        state = engines[fmt].start(128, 256)
+        outs[fmt] = torch.cat([engines[fmt].push(state, frames), engines[fmt].finish(state)])
+        if fmt == "fp8":
+            assert state.kv[0].k.dtype == torch.float8_e4m3fn and state.kv[0].keys().dtype == torch.float32
+    assert outs["fp8"].shape == outs["model"].shape == (25, 3, 128, 256)
+    diff = (outs["fp8"] - outs["model"]).abs()
+    assert 0 < float(diff.mean()) < 0.01 and float(diff.max()) < 0.2
+    exact = estimate_stream(models, engines["model"].config, 768, 1408)
+    fp8 = estimate_stream(models, engines["fp8"].config, 768, 1408)
+    assert fp8.held < exact.held
+    with pytest.raises(ValueError, match="kv_cache"):
+        SparseAttentionConfig(kv_cache="int4")

@@ -29,15 +29,21 @@ MaskHook = Callable[[int, torch.Tensor], None]  # (layer, selected-block mask)
 FIRST_CALL_SLICES = 3  # call 0 processes three time slices, mutually visible
 
 
+FP8 = torch.float8_e4m3fn
+FP8_MAX = 448.0  # largest finite e4m3 value: each vector is scaled so its largest entry lands there
+
+
 @dataclass(frozen=True)
 class AttentionPlan:
-    """Per-stream constants of LCSA: the token grid, local mask, top-k and cache length."""
+    """Per-stream constants of LCSA: the token grid, local mask, top-k, cache length and the
+    cache's storage format."""
 
     tokens_h: int
     tokens_w: int
     local_mask: torch.Tensor  # (S, S) bool
     topk: int
     kv_slices: int
+    kv_cache: str = "model"  # or "fp8": keys and values stored as e4m3 with a scale per token and head
 
     @property
     def windows_per_slice(self) -> int:
@@ -54,32 +60,64 @@ class AttentionPlan:
         return max(self.kv_slices, FIRST_CALL_SLICES - 1)
 
     @staticmethod
-    def build(tokens_h: int, tokens_w: int, local_range: int, topk_ratio: float, kv_slices: int, device=None):
+    def build(tokens_h: int, tokens_w: int, local_range: int, topk_ratio: float, kv_slices: int, device=None,
+              kv_cache: str = "model"):  # fmt: skip
         if tokens_h % WINDOW[1] or tokens_w % WINDOW[2]:
             raise ValueError(f"token grid {tokens_h}×{tokens_w} is not a multiple of the {WINDOW[1:]} window")
         if kv_slices < 1:
             raise ValueError("kv_ratio must be at least 1")
         rows, cols = masks.window_grid(tokens_h, tokens_w)
         local = masks.local_window_mask(rows, cols, local_range, device=device)
-        return AttentionPlan(tokens_h, tokens_w, local, masks.topk_count(rows * cols, topk_ratio), kv_slices)
+        return AttentionPlan(tokens_h, tokens_w, local, masks.topk_count(rows * cols, topk_ratio), kv_slices, kv_cache)
 
 
 @dataclass
 class KVRing:
     """One layer's cache: keys and values (B, slots·S·128, heads, d) in window order within
-    each slot, and the pooled keys (B, heads, slots·S, d) used to score windows."""
+    each slot, and the pooled keys (B, heads, slots·S, d) used to score windows. In the fp8
+    format ``k``/``v`` hold e4m3 values and ``k_scale``/``v_scale`` (B, tokens, heads, 1) their
+    scales; the pooled keys (which pick the blocks) stay float32 either way."""
 
     k: torch.Tensor
     v: torch.Tensor
     pooled: torch.Tensor
+    k_scale: torch.Tensor | None = None
+    v_scale: torch.Tensor | None = None
+    dtype: torch.dtype = torch.bfloat16  # what the attention kernel is given
 
     @staticmethod
     def empty(like: torch.Tensor, plan: AttentionPlan) -> "KVRing":
         b, _, h, d = like.shape
         tokens = plan.cache_capacity * plan.tokens_per_slice
         windows = plan.cache_capacity * plan.windows_per_slice
-        kv = lambda: torch.zeros(b, tokens, h, d, device=like.device, dtype=like.dtype)  # noqa: E731
-        return KVRing(kv(), kv(), torch.zeros(b, h, windows, d, device=like.device))
+        fp8 = plan.kv_cache == "fp8"
+        zeros = lambda last, dtype: torch.zeros(b, tokens, h, last, device=like.device, dtype=dtype)  # noqa: E731
+        pooled = torch.zeros(b, h, windows, d, device=like.device)
+        if not fp8:
+            return KVRing(zeros(d, like.dtype), zeros(d, like.dtype), pooled, dtype=like.dtype)
+        scales = lambda: zeros(1, like.dtype)  # noqa: E731
+        return KVRing(zeros(d, FP8), zeros(d, FP8), pooled, scales(), scales(), like.dtype)
+
+    def keys(self) -> torch.Tensor:
+        return self.k if self.k_scale is None else self.k.to(self.dtype) * self.k_scale
+
+    def values(self) -> torch.Tensor:
+        return self.v if self.v_scale is None else self.v.to(self.dtype) * self.v_scale
+
+    def write(self, start: int, end: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store tokens [start, end) of the ring (quantised in the fp8 format)."""
+        if self.k_scale is None:
+            self.k[:, start:end], self.v[:, start:end] = k, v
+            return
+        self.k[:, start:end], self.k_scale[:, start:end] = quantize_fp8(k)
+        self.v[:, start:end], self.v_scale[:, start:end] = quantize_fp8(v)
+
+
+def quantize_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(…, d) → e4m3 values and a scale per vector, with ``values · scale ≈ x``."""
+    scale = (x.abs().amax(dim=-1, keepdim=True).float() / FP8_MAX).to(x.dtype)  # stored as the model dtype: divide by that
+    scale = scale.clamp(min=torch.finfo(x.dtype).tiny)
+    return (x.float() / scale.float()).clamp(-FP8_MAX, FP8_MAX).to(FP8), scale
 
 
 @dataclass(frozen=True)
@@ -155,7 +193,7 @@ class SparseCallAttention:
         if cached.numel():
             in_ring = selected.new_zeros(*selected.shape[:-1], ring.pooled.shape[2])
             in_ring[..., cached] = selected[..., : cached.numel()]
-            parts.insert(0, (ring.k, ring.v, in_ring))
+            parts.insert(0, (ring.keys(), ring.values(), in_ring))
         out = self.kernel(q, parts)
         self._store(layer, k, v, k_pooled)
         return out.flatten(2)
@@ -169,6 +207,5 @@ class SparseCallAttention:
         ring = self.rings[layer]
         t, w = p.tokens_per_slice, p.windows_per_slice
         for new, slot in self.cache.writes:
-            ring.k[:, slot * t : (slot + 1) * t] = k[:, new * t : (new + 1) * t]
-            ring.v[:, slot * t : (slot + 1) * t] = v[:, new * t : (new + 1) * t]
+            ring.write(slot * t, (slot + 1) * t, k[:, new * t : (new + 1) * t], v[:, new * t : (new + 1) * t])
             ring.pooled[:, :, slot * w : (slot + 1) * w] = k_pooled[:, :, new * w : (new + 1) * w]

@@ -34,6 +34,7 @@ from .tiles import TileGrid, plan_grid
 GB = 1e9
 MB = 1e6
 FP32_BYTES = 4  # pooled keys and the blending accumulator are float32
+FP8_BYTES = 1  # the fp8 KV cache format
 RGB = 3
 LQ_FRAMES_HELD = plan_call(1).lq_needed  # pending LQ frames peak just before call 1 runs
 OUTPUT_FRAMES_HELD = plan_call(0).decode[1]  # call 0 returns 21 frames at once
@@ -111,6 +112,9 @@ def _kv_per_pixel(models: FlashVSRModels, config: EngineConfig, b: int) -> float
     dit = models.config.dit
     slices = max(config.attention.kv_slices, FIRST_CALL_SLICES - 1)  # the ring's capacity
     tokens = slices * WINDOW[0] / TOKEN_PIXELS**2
+    if config.attention.kv_cache == "fp8":  # one byte per value, plus a scale per head vector
+        per_value = FP8_BYTES + b / dit.head_dim
+        return dit.num_layers * dit.dim * tokens * (2 * per_value + FP32_BYTES / WINDOW_TOKENS)
     return dit.num_layers * dit.dim * tokens * (2 * b + FP32_BYTES / WINDOW_TOKENS)
 
 

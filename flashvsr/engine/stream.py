@@ -77,6 +77,7 @@ class StreamingEngine:
             att.topk_ratio_for(height, width),
             att.kv_slices,
             device=self.device,
+            kv_cache=att.kv_cache,
         )
         return StreamState(
             height=height,
