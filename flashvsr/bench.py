@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from .config import DEFAULT_TILE_OVERLAP, TILE_AUTO, official_config
+from .config import DEFAULT_DECODER_FRAME_CHUNK, DEFAULT_TILE_OVERLAP, TILE_AUTO, official_config
 from .engine.timing import STAGES, CudaClock, WallClock
 from .models import FlashVSRModels
 from .pipeline import Upscaler, engine_config, plan_geometry, prepare_frames, to_uint8
@@ -48,6 +48,7 @@ class BenchConfig:
     tile_overlap: int = DEFAULT_TILE_OVERLAP
     offload_tiles: bool = False
     memory_limit_gb: float = 0.0
+    decoder_frame_chunk: int = DEFAULT_DECODER_FRAME_CHUNK
 
 
 @dataclass
@@ -129,7 +130,8 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
         models,
         engine_config(cfg.variant, str(device), cfg.dtype, attention_backend=cfg.attention_backend,
                       compile=cfg.compile, tile=cfg.tile, tile_overlap=cfg.tile_overlap,
-                      offload_tiles=cfg.offload_tiles, memory_limit_gb=cfg.memory_limit_gb, **settings),
+                      offload_tiles=cfg.offload_tiles, memory_limit_gb=cfg.memory_limit_gb,
+                      decoder_frame_chunk=cfg.decoder_frame_chunk, **settings),
     )
     engine = upscaler.engine
     lr_h, lr_w = cfg.height // cfg.scale, cfg.width // cfg.scale

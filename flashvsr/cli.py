@@ -15,7 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from . import __version__
-from .config import DEFAULT_TILE_OVERLAP, PIXEL_MULTIPLE, TILE_AUTO, TILE_OFF  # plain dataclasses: no torch
+from .config import DEFAULT_DECODER_FRAME_CHUNK, DEFAULT_TILE_OVERLAP, PIXEL_MULTIPLE, TILE_AUTO, TILE_OFF  # plain dataclasses: no torch
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -83,6 +83,7 @@ def _bench(args: argparse.Namespace) -> int:
         tile_overlap=args.tile_overlap,
         offload_tiles=args.offload_tiles,
         memory_limit_gb=args.memory_limit,
+        decoder_frame_chunk=args.decoder_chunk,
     )
     result = run_bench(cfg)
     print(result.table())
@@ -146,6 +147,7 @@ def _load_upscaler(args: argparse.Namespace):
         tile_overlap=args.tile_overlap,
         offload_tiles=args.offload_tiles,
         memory_limit_gb=args.memory_limit,
+        decoder_frame_chunk=args.decoder_chunk,
     )
 
 
@@ -329,6 +331,9 @@ def _add_tiling_options(group) -> None:
     group.add_argument("--offload-tiles", action="store_true",
                        help="keep idle tiles' caches in host memory (GPU holds one tile at a time; slower, needs "
                             "host RAM); auto tiling turns it on by itself when needed")  # fmt: skip
+    group.add_argument("--decoder-chunk", type=positive_int, default=DEFAULT_DECODER_FRAME_CHUNK, metavar="FRAMES",
+                       help=f"TC decoder frames at a time at full resolution (default {DEFAULT_DECODER_FRAME_CHUNK}; "
+                            "1 uses less memory, a little slower; exact either way)")  # fmt: skip
     group.add_argument("--memory-limit", type=positive_float, default=0.0, metavar="GB",
                        help="use at most this much GPU memory in all, weights included (plan and enforce, as on a "
                             "smaller card; default: what is free)")  # fmt: skip

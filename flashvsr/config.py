@@ -188,6 +188,7 @@ class SparseAttentionConfig:
         return int(self.kv_ratio)
 
 
+DEFAULT_DECODER_FRAME_CHUNK = 2  # 1 halves the TC decoder's full-resolution working set, a little slower
 TILE_AUTO, TILE_OFF = "auto", "off"
 DEFAULT_TILE_OVERLAP = PIXEL_MULTIPLE  # one attention window of context shared by neighbouring tiles
 
@@ -228,7 +229,7 @@ class EngineConfig:
     dtype: str = "bfloat16"
     device: str = "cpu"
     attention_backend: str = "auto"  # "auto" | "gather" | "dense" | "flex"
-    decoder_frame_chunk: int = 2  # TC decoder frames at a time at each upsampled resolution (memory; exact)
+    decoder_frame_chunk: int = DEFAULT_DECODER_FRAME_CHUNK  # TC decoder frames at a time at each upsampled resolution (memory; exact)
     compile: bool = False  # torch.compile the DiT blocks around attention (CUDA; fused element-wise work)
     tiling: TilingConfig = field(default_factory=TilingConfig)
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import DEFAULT_TILE_OVERLAP, PIXEL_MULTIPLE, TILE_AUTO, EngineConfig, SparseAttentionConfig, TilingConfig
+from .config import DEFAULT_DECODER_FRAME_CHUNK, DEFAULT_TILE_OVERLAP, PIXEL_MULTIPLE, TILE_AUTO, EngineConfig, SparseAttentionConfig, TilingConfig
 from .engine.memory import TilePlan, enforce_memory_limit, plan_tiles, plannable_bytes
 from .engine.state import NoiseSource
 from .engine.stream import StreamingEngine, model_frame_size, resolve_dtype
@@ -245,10 +245,12 @@ def engine_config(
     tile_overlap: int = DEFAULT_TILE_OVERLAP,
     offload_tiles: bool = False,
     memory_limit_gb: float = 0.0,
+    decoder_frame_chunk: int = DEFAULT_DECODER_FRAME_CHUNK,
     **attention,
 ) -> EngineConfig:
     return EngineConfig(
         compile=compile,
+        decoder_frame_chunk=decoder_frame_chunk,
         tiling=TilingConfig(tile=tile, overlap=tile_overlap, offload=offload_tiles, memory_limit_gb=memory_limit_gb),
         attention=SparseAttentionConfig(**attention),
         variant=variant,

@@ -149,15 +149,33 @@ def test_explicit_and_off_settings_are_followed():
 
 @pytest.mark.parametrize("size", sorted(OFFICIAL_MEASURED))
 def test_estimate_matches_h100_measurements_of_the_official_model(size):
-    models = FlashVSRModels.build(official_config(), decoders=("tiny",), device="meta")
-    for module in models.modules().values():
-        module.to(dtype=torch.bfloat16)
-    models.context = models.context.to(torch.bfloat16)
+    models = official_bf16_models()
     estimate = estimate_stream(models, EngineConfig(dtype="bfloat16"), *size)
     held, peak = OFFICIAL_MEASURED[size]
     assert estimate.held / GB == pytest.approx(held - OFFICIAL_WEIGHTS_GB, rel=0.05)
     assert estimate.stream / GB == pytest.approx(peak - OFFICIAL_WEIGHTS_GB, rel=0.05)
     assert 3.3 < estimate.weights / GB < OFFICIAL_WEIGHTS_GB  # parameters only; the rest is CUDA's own
+
+
+def official_bf16_models() -> FlashVSRModels:
+    models = FlashVSRModels.build(official_config(), decoders=("tiny",), device="meta")
+    for module in models.modules().values():
+        module.to(dtype=torch.bfloat16)
+    models.context = models.context.to(torch.bfloat16)
+    return models
+
+
+# H100, 1408×768, 41 frames (benchmarks/device_low_memory.sh): peak with the decoder one frame at a
+# time, and with the fp8 KV cache too
+LOW_MEMORY_MEASURED = {"chunk1": (1, "model", 12.08), "chunk1_fp8": (1, "fp8", 9.78)}
+
+
+@pytest.mark.parametrize("case", list(LOW_MEMORY_MEASURED))
+def test_estimate_follows_the_low_memory_settings(case):
+    chunk, kv_cache, peak = LOW_MEMORY_MEASURED[case]
+    cfg = EngineConfig(dtype="bfloat16", decoder_frame_chunk=chunk, attention=SparseAttentionConfig(kv_cache=kv_cache))
+    estimate = estimate_stream(official_bf16_models(), cfg, 768, 1408)
+    assert estimate.stream / GB == pytest.approx(peak - OFFICIAL_WEIGHTS_GB, rel=0.05)
 
 
 def test_a_memory_limit_plans_as_on_a_smaller_card(monkeypatch):

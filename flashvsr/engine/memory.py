@@ -39,7 +39,10 @@ RGB = 3
 LQ_FRAMES_HELD = plan_call(1).lq_needed  # pending LQ frames peak just before call 1 runs
 OUTPUT_FRAMES_HELD = plan_call(0).decode[1]  # call 0 returns 21 frames at once
 DECODER_PAST_FRAMES = WINDOW[0]  # each TC memory block keeps its last input piece: 2 frames
-DECODER_LIVE_COPIES = 6.3  # calibrated: the TC decoder's peak holds ≈6.3 full-resolution chunk tensors
+# calibrated on the H100 at 1408×768 with chunks of 2 and 1 frames (13.0 and 12.1 GB peaks): the TC
+# decoder's peak holds ≈5.7 full-resolution last-stage tensors whatever the chunk, plus ≈3.3 per chunk frame
+DECODER_LIVE_FIXED = 5.7
+DECODER_LIVE_PER_FRAME = 3.3
 DIT_LIVE_DIMS = 5  # residual stream, q, k, v, attention output
 DIT_LIVE_FFNS = 2  # the FFN hidden layer before and after its activation
 VAE_STAGE_CONVS = 6  # causal convs per Wan VAE decoder stage that keep history (rough, uncalibrated)
@@ -141,7 +144,7 @@ def _decoder_per_pixel(models: FlashVSRModels, config: EngineConfig, b: int) -> 
     tc = models.config.tc_decoder
     held = tc.blocks_per_stage * DECODER_PAST_FRAMES * b * sum(c / _stage_area(i) for i, c in enumerate(tc.channels))
     chunk = config.decoder_frame_chunk or OUTPUT_FRAMES_HELD  # 0: all of call 0's frames at once
-    return held, DECODER_LIVE_COPIES * chunk * tc.channels[-1] * b
+    return held, (DECODER_LIVE_FIXED + DECODER_LIVE_PER_FRAME * chunk) * tc.channels[-1] * b
 
 
 def _stage_area(stage: int) -> int:
