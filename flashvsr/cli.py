@@ -311,10 +311,7 @@ def tile_setting(text: str) -> str | tuple[int, int]:
 
 
 def tile_overlap(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    value = whole_number(text)
     if value < 0 or value % PIXEL_MULTIPLE:
         raise argparse.ArgumentTypeError(f"{text!r}: the overlap must be a multiple of {PIXEL_MULTIPLE} (0, 128, 256…)")
     return value
@@ -339,11 +336,15 @@ def _add_tiling_options(group) -> None:
                             "smaller card; default: what is free)")  # fmt: skip
 
 
-def positive_int(text: str) -> int:
+def whole_number(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def positive_int(text: str) -> int:
+    value = whole_number(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be positive")
     return value

@@ -81,28 +81,25 @@ class KVRing:
     k: torch.Tensor
     v: torch.Tensor
     pooled: torch.Tensor
-    k_scale: torch.Tensor | None = None
+    k_scale: torch.Tensor | None = None  # in the model dtype, which the kernel is given back
     v_scale: torch.Tensor | None = None
-    dtype: torch.dtype = torch.bfloat16  # what the attention kernel is given
 
     @staticmethod
     def empty(like: torch.Tensor, plan: AttentionPlan) -> "KVRing":
         b, _, h, d = like.shape
         tokens = plan.cache_capacity * plan.tokens_per_slice
         windows = plan.cache_capacity * plan.windows_per_slice
-        fp8 = plan.kv_cache == "fp8"
         zeros = lambda last, dtype: torch.zeros(b, tokens, h, last, device=like.device, dtype=dtype)  # noqa: E731
         pooled = torch.zeros(b, h, windows, d, device=like.device)
-        if not fp8:
-            return KVRing(zeros(d, like.dtype), zeros(d, like.dtype), pooled, dtype=like.dtype)
-        scales = lambda: zeros(1, like.dtype)  # noqa: E731
-        return KVRing(zeros(d, FP8), zeros(d, FP8), pooled, scales(), scales(), like.dtype)
+        if plan.kv_cache != "fp8":
+            return KVRing(zeros(d, like.dtype), zeros(d, like.dtype), pooled)
+        return KVRing(zeros(d, FP8), zeros(d, FP8), pooled, zeros(1, like.dtype), zeros(1, like.dtype))
 
     def keys(self) -> torch.Tensor:
-        return self.k if self.k_scale is None else self.k.to(self.dtype) * self.k_scale
+        return self.k if self.k_scale is None else self.k.to(self.k_scale.dtype) * self.k_scale
 
     def values(self) -> torch.Tensor:
-        return self.v if self.v_scale is None else self.v.to(self.dtype) * self.v_scale
+        return self.v if self.v_scale is None else self.v.to(self.v_scale.dtype) * self.v_scale
 
     def write(self, start: int, end: int, k: torch.Tensor, v: torch.Tensor) -> None:
         """Store tokens [start, end) of the ring (quantised in the fp8 format)."""

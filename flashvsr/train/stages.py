@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attention.backends import resolve_backend
-from ..config import SPARSE_REFERENCE_PIXELS, TOKEN_PIXELS
+from ..config import SPARSE_REFERENCE_PIXELS, TOKEN_PIXELS, VAE_SPATIAL_FACTOR, VAE_TEMPORAL_FACTOR
 from ..engine.schedule import decoded_range
 from ..evaluation import video_psnr_y
 from ..models.dit import dense_attention
@@ -400,7 +400,9 @@ class TCDecoderTask(BaseTask):
         if self.student is None:
             return self.vae.encode(batch["hr"])
         hr = batch["hr"]
-        shape = (hr.shape[0], self.cfg.model.dit.in_channels, (hr.shape[2] + 3) // 4, hr.shape[-2] // 8, hr.shape[-1] // 8)
+        latent_frames = (hr.shape[2] - 1) // VAE_TEMPORAL_FACTOR + 1  # 4T−3 HR frames ← T latents
+        f = VAE_SPATIAL_FACTOR
+        shape = (hr.shape[0], self.cfg.model.dit.in_channels, latent_frames, hr.shape[-2] // f, hr.shape[-1] // f)
         noise = torch.randn(shape, device=self.device, generator=generator)
         attention = sparse_attention(self.cfg, noise, self.device, rng or self.rng)
         with self.trainer.autocast():
