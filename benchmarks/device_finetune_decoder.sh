@@ -9,7 +9,9 @@
 # it); without it that pass is switched off.
 # Settings from the env: FT_MIN (minutes this call), STEPS (the run's length: the cosine
 # schedule ends there), BICUBIC_PROB, LR, MAX_SHORT_SIDE (frames' short side cap, 0: native),
-# BATCH, ECHO, TAG (run folder name).
+# BATCH, ECHO, TAG (run folder name), SKIP (true: the decoder reads full-resolution LQ frames,
+# started from the shipped one), RESTART (true: zero the last layer, start as bicubic),
+# WORKERS (loader processes), DEST (where results go; default $OUT).
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD
 R=$(realpath -m runs/ft)
@@ -25,7 +27,8 @@ mkdir -p "$RUN"
 start=$(date +%s)
 python -m flashvsr.train train tcdecoder configs/small/tcdecoder_finetune.toml --set "data.root=$DATA" \
     --set "data.manifest=$DATA/manifest.jsonl" --set "data.frame_store=$R/frames_$SIDE" --set "data.max_short_side=$SIDE" \
-    --set "init=$STUDENT" --set "decoder_loss.student=$STUDENT" --set decoder_loss.restart_output=false \
+    --set "init=$STUDENT" --set "decoder_loss.student=$STUDENT" --set "decoder_loss.restart_output=${RESTART:-false}" \
+    --set "model.tc_decoder.lq_skip=${SKIP:-false}" --set "data.workers=${WORKERS:-14}" \
     --set "data.degradation.bicubic_prob=${BICUBIC_PROB:-0.8}" --set data.lq_on_device=true \
     --set "data.batch_size=${BATCH:-8}" --set "run.echo=${ECHO:-2}" \
     --set "optim.lr=${LR:-2e-4}" --set optim.decay=cosine --set "run.steps=${STEPS:-10000}" \
@@ -35,5 +38,7 @@ echo "exit $? after $(( $(date +%s) - start )) s; codec pass: ${extra[*]:-on}"
 grep -v "^step" "$RUN.log" | tail -n 5
 grep "score_gain" "$RUN.log" | tail -n 4
 grep "steps_per_s" "$RUN.log" | tail -n 1
-cp "$RUN/final.pt" "$RUN/best.pt" "$RUN/metrics.jsonl" "$OUT/"
-ls -la "$OUT"
+DEST=${DEST:-$OUT}
+mkdir -p "$DEST"
+cp "$RUN/final.pt" "$RUN/best.pt" "$RUN/metrics.jsonl" "$DEST/"
+ls -la "$DEST"

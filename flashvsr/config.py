@@ -88,6 +88,7 @@ class TCDecoderConfig:
     cond_frames: int = VAE_TEMPORAL_FACTOR
     cond_factor: int = VAE_SPATIAL_FACTOR
     residual: bool = False  # add the output to its (upsampled) LQ frame: small models learn detail only
+    lq_skip: bool = False  # the full-resolution stage also reads its LQ frame: detail sits where the LQ's edges are
 
     @property
     def cond_channels(self) -> int:

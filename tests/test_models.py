@@ -86,9 +86,9 @@ def test_lq_projection_rules_differ_only_after_priming():
     assert not torch.allclose(outs1[1], outs11[1])  # v1 ignores the previous clip, v1.1 uses it
 
 
-def test_tc_decoder_chunking_does_not_change_frames():
-    models = tiny_models()
-    dec = models.tc_decoder
+@pytest.mark.parametrize("lq_skip", [False, True])
+def test_tc_decoder_chunking_does_not_change_frames(lq_skip):
+    dec = TCDecoder(replace(tiny_models().tc_decoder.cfg, lq_skip=lq_skip))
     g = torch.Generator().manual_seed(0)
     latents = torch.randn(1, 16, 5, 16, 16, generator=g)
     lq = random_frames(20, 128, 128, seed=3)[None].transpose(1, 2)
@@ -117,6 +117,22 @@ def test_residual_tc_decoder_starts_as_the_identity_on_lq_frames():
         out, mem = dec.decode(mem, latents[:, :, i : i + 1], lq[:, :, 4 * i : 4 * i + 4])
         parts.append(out)
     torch.testing.assert_close(torch.cat(parts, dim=2), lq[:, :, 3:], rtol=0, atol=0)
+
+
+def test_lq_skip_decoder_starts_from_one_without_it():
+    cfg = replace(tiny_models().tc_decoder.cfg, residual=True)
+    plain, skip = TCDecoder(cfg), TCDecoder(replace(cfg, lq_skip=True))
+    skip.load_state_dict(skip.widen_for_skip(plain.state_dict()))
+    latents = torch.randn(1, 16, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    lq = random_frames(12, 64, 64, seed=5)[None].transpose(1, 2)
+    torch.testing.assert_close(skip(latents, lq), plain(latents, lq), rtol=0, atol=0)
+    assert skip.decoder[skip.skip_at].in_channels == cfg.channels[2] + 3  # the full-resolution conv reads RGB too
+    seen = []
+    skip.decoder[skip.skip_at].register_forward_pre_hook(lambda _, args: seen.append(args[0][:, -3:]))
+    for chunk in (0, 1, 3):  # each frame reads its own LQ frame, in whole calls and in pieces
+        seen.clear()
+        skip.decode(skip.start(), latents, lq, frame_chunk=chunk)
+        torch.testing.assert_close(torch.cat(seen), lq[0].transpose(0, 1), rtol=0, atol=0)
 
 
 def test_tc_condition_channel_order():

@@ -90,6 +90,7 @@ class TCDecoder(nn.Module):
         c0, c1, c2 = cfg.channels
         g0, g1, g2 = cfg.time_growth
         n = cfg.blocks_per_stage
+        self.skip_channels = cfg.image_channels if cfg.lq_skip else 0
         self.decoder = nn.Sequential(
             Clamp(),
             conv3x3(cfg.cond_channels + cfg.latent_channels, c0), relu(),
@@ -99,10 +100,12 @@ class TCDecoder(nn.Module):
             *[MemBlock(c1) for _ in range(n)], Upsample2x(), TGrow(c1, g1),
             conv3x3(c1, c2, bias=False),
             *[MemBlock(c2) for _ in range(n)], Upsample2x(), TGrow(c2, g2),
-            conv3x3(c2, c2, bias=False), relu(),
+            conv3x3(c2 + self.skip_channels, c2, bias=False), relu(),
             conv3x3(c2, c2, bias=False), relu(),
             conv3x3(c2, cfg.image_channels),
         )  # fmt: skip
+        last_growth = max(i for i, layer in enumerate(self.decoder) if isinstance(layer, TGrow))
+        self.skip_at = last_growth + 1  # the first full-resolution conv, which reads the LQ frame with lq_skip
 
     def forward(self, latents: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
         """Decode a whole clip from the start of a stream (training)."""
@@ -126,12 +129,22 @@ class TCDecoder(nn.Module):
         cond = lq_condition(lq.to(latents.dtype), self.cfg)
         x = torch.cat([cond, latents.transpose(1, 2)], dim=2).flatten(0, 1)
         past = dict(memory.past)
-        x, t = self._run(x, 0, n, b, past, frame_chunk)
+        skip = lq.transpose(1, 2).to(latents.dtype) if self.cfg.lq_skip else None
+        x, t = self._run(x, 0, n, b, past, frame_chunk, skip)
         trim = min(memory.frames_to_trim, t)
         out = x.unflatten(0, (b, t))[:, trim:].transpose(1, 2)
         # the output is [0, 1]; the residual form predicts a change to the LQ frame instead
         frames = lq[:, :, trim:].to(out.dtype) + 2 * out if self.cfg.residual else out * 2 - 1
         return frames, TCDecoderMemory(past=past, frames_to_trim=memory.frames_to_trim - trim)
+
+    def widen_for_skip(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A state dict of the same decoder without ``lq_skip``, for this one: the LQ frame's
+        input channels start at zero, so the decoder computes what it did before."""
+        key = f"decoder.{self.skip_at}.weight"
+        old = state[key]
+        if old.shape[1] != self.decoder[self.skip_at].in_channels - self.skip_channels or not self.skip_channels:
+            return state  # already widened, or not this decoder's: load_state_dict says what differs
+        return {**state, key: torch.cat([old, old.new_zeros(old.shape[0], self.skip_channels, *old.shape[2:])], dim=1)}
 
     def zero_last_layer(self) -> None:
         """Start a residual decoder as the identity on the LQ frames."""
@@ -139,12 +152,15 @@ class TCDecoder(nn.Module):
         torch.nn.init.zeros_(last.weight)
         torch.nn.init.zeros_(last.bias)
 
-    def _run(self, x, start: int, t: int, b: int, past: dict, chunk: int) -> tuple[torch.Tensor, int]:
+    def _run(self, x, start: int, t: int, b: int, past: dict, chunk: int, skip) -> tuple[torch.Tensor, int]:
         """Layers ``start…`` on (b·t, C, H, W); memory blocks read and update ``past``. With
         ``chunk``, every upsampling + temporal growth (and what follows) runs on few enough
-        frames at a time that at most ``chunk`` frames exist at the new resolution."""
+        frames at a time that at most ``chunk`` frames exist at the new resolution. ``skip``:
+        the LQ frames (b, frames out, 3, H, W) that these frames become, with ``lq_skip``."""
         for i in range(start, len(self.decoder)):
             layer = self.decoder[i]
+            if i == self.skip_at and skip is not None:
+                x = torch.cat([x, skip.flatten(0, 1)], dim=1)
             if isinstance(layer, MemBlock):
                 xs = x.unflatten(0, (b, t))
                 prev = past.get(i, torch.zeros_like(xs[:, :1]))
@@ -154,17 +170,27 @@ class TCDecoder(nn.Module):
             if chunk and isinstance(layer, Upsample2x):
                 per_piece = max(1, chunk // self.decoder[i + 1].stride)  # an Upsample2x is followed by its TGrow
                 if t > per_piece:
-                    return self._run_in_pieces(x, i, t, b, past, chunk, per_piece)
+                    return self._run_in_pieces(x, i, t, b, past, chunk, per_piece, skip)
             x = layer(x)
             if isinstance(layer, TGrow):
                 t *= layer.stride
                 if chunk and t > chunk and i + 1 < len(self.decoder):  # growth beyond the chunk (chunk < stride)
-                    return self._run_in_pieces(x, i + 1, t, b, past, chunk, chunk)
+                    return self._run_in_pieces(x, i + 1, t, b, past, chunk, chunk, skip)
         return x, t
 
-    def _run_in_pieces(self, x, start: int, t: int, b: int, past: dict, chunk: int, size: int) -> tuple[torch.Tensor, int]:
+    def _run_in_pieces(self, x, start: int, t: int, b: int, past: dict, chunk: int, size: int, skip) -> tuple[torch.Tensor, int]:
         """Layers ``start…`` on ``size`` frames at a time, in time order (``past`` carries over)."""
         pieces = x.unflatten(0, (b, t)).split(size, dim=1)
-        outs = [self._run(p.flatten(0, 1), start, p.shape[1], b, past, chunk) for p in pieces]
+        growth = self._growth_from(start)
+        skips = skip.split(size * growth, dim=1) if skip is not None else [None] * len(pieces)
+        outs = [self._run(p.flatten(0, 1), start, p.shape[1], b, past, chunk, s) for p, s in zip(pieces, skips)]
         frames = torch.cat([o.unflatten(0, (b, n)) for o, n in outs], dim=1)
         return frames.flatten(0, 1), frames.shape[1]
+
+    def _growth_from(self, start: int) -> int:
+        """How many output frames each frame entering layer ``start`` becomes."""
+        n = 1
+        for layer in list(self.decoder)[start:]:
+            if isinstance(layer, TGrow):
+                n *= layer.stride
+        return n

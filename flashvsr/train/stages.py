@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file as load_safetensors
 from torch import nn
 
 from ..attention.backends import resolve_backend
@@ -370,6 +371,15 @@ def load_component(module: nn.Module, source: str | Path, name: str) -> nn.Modul
     return module
 
 
+def component_state(source: str | Path, name: str) -> dict[str, torch.Tensor]:
+    """Component ``name``'s tensors (float32) from a model folder or a stage checkpoint."""
+    if is_model_folder(source):
+        prefix = f"{name}."
+        tensors = load_safetensors(Path(source) / MODEL_FILE)
+        return {k[len(prefix) :]: v.float() for k, v in tensors.items() if k.startswith(prefix)}
+    return checkpoint_weights(source, name)
+
+
 def student_net(cfg: TrainConfig, source: str, device) -> DiffusionNet:
     """The one-step student (frozen), from a model folder or a Stage-3 checkpoint."""
     net = DiffusionNet(cfg.model)
@@ -388,8 +398,8 @@ class TCDecoderTask(BaseTask):
         self.vae = load_frozen_vae(cfg, self.device) if cfg.vae else None
         self.student = student_net(cfg, c.student, self.device) if c.latents == "student" else None
         decoder = TCDecoder(cfg.model.tc_decoder)
-        if cfg.init:
-            load_component(decoder, cfg.init, "tc_decoder")
+        if cfg.init:  # a decoder without the LQ skip can start one with it
+            decoder.load_state_dict(decoder.widen_for_skip(component_state(cfg.init, "tc_decoder")))
         if c.restart_output:
             decoder.zero_last_layer()
         self.trainable = {"tc_decoder": decoder.to(self.device)}
