@@ -11,7 +11,8 @@
 # schedule ends there), BICUBIC_PROB, LR, MAX_SHORT_SIDE (frames' short side cap, 0: native),
 # BATCH, ECHO, TAG (run folder name), SKIP (true: the decoder reads full-resolution LQ frames,
 # started from the shipped one), RESTART (true: zero the last layer, start as bicubic),
-# WORKERS (loader processes), DEST (where results go; default $OUT).
+# WORKERS (loader processes), DEST (where results go; default $OUT), INIT (the decoder to start
+# from: a checkpoint, default the student's own), SETS (more settings, key=value,key=value).
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD
 R=$(realpath -m runs/ft)
@@ -20,6 +21,8 @@ STUDENT=$(realpath .carry/ft/student)
 mkdir -p "$R"
 extra=()
 python -c "import av" 2>/dev/null || extra=(--set data.degradation.round1.codec_prob=0 --set data.degradation.round2.codec_prob=0)
+IFS=, read -ra sets <<< "${SETS:-}"
+for kv in "${sets[@]}"; do extra+=(--set "$kv"); done
 SIDE=${MAX_SHORT_SIDE:-0}
 RUN=$R/${TAG:-decoder_side$SIDE}
 mkdir -p "$RUN"
@@ -27,7 +30,7 @@ mkdir -p "$RUN"
 start=$(date +%s)
 python -m flashvsr.train train tcdecoder configs/small/tcdecoder_finetune.toml --set "data.root=$DATA" \
     --set "data.manifest=$DATA/manifest.jsonl" --set "data.frame_store=$R/frames_$SIDE" --set "data.max_short_side=$SIDE" \
-    --set "init=$STUDENT" --set "decoder_loss.student=$STUDENT" --set "decoder_loss.restart_output=${RESTART:-false}" \
+    --set "init=$(realpath "${INIT:-$STUDENT}")" --set "decoder_loss.student=$STUDENT" --set "decoder_loss.restart_output=${RESTART:-false}" \
     --set "model.tc_decoder.lq_skip=${SKIP:-false}" --set "data.workers=${WORKERS:-14}" \
     --set "data.degradation.bicubic_prob=${BICUBIC_PROB:-0.8}" --set data.lq_on_device=true \
     --set "data.batch_size=${BATCH:-8}" --set "run.echo=${ECHO:-2}" \

@@ -6,6 +6,7 @@ training scores checkpoints on (`[score] clips`), so that picking a checkpoint n
 at the held-out clips.
 
     python scripts/make_data_pack.py ../shared/data .carry/data
+    python scripts/make_data_pack.py ../shared/data runs/small --validation-only
 """
 
 from __future__ import annotations
@@ -62,4 +63,7 @@ def write_validation_bands(sequence: Path, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    if "--validation-only" in sys.argv[3:]:  # just the bands a training run scores on
+        write_validation_bands(Path(sys.argv[1]) / VALIDATION_SEQUENCE, Path(sys.argv[2]) / "validation")
+    else:
+        main(Path(sys.argv[1]), Path(sys.argv[2]))

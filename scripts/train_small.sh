@@ -3,11 +3,13 @@
 #   curate → VAE → (Stage 1 → Stage 2 → Stage 3) ∥ TC decoder → export.
 # Usage (from the repository root):  scripts/train_small.sh DATA_ROOT [PHASE]
 #   DATA_ROOT is laid out like ../shared/data (video/…, images/…). Runs land in runs/small/.
-#   PHASE: all (default), 1 (curation, VAE, Stage 1 ∥ TC decoder), 2 (Stages 2, 3, export) or
-#   3 (residual TC decoder fine-tuned on the student's own latents, swapped into the model),
-#   so that a machine with a per-command time limit can run it in three commands.
-# Stage time budgets in minutes (VAE_MIN, S1_MIN, S2_MIN, S3_MIN, TC_MIN, FT_MIN) and extra
-# --set overrides for every stage (EXTRA_SET) come from the environment.
+#   PHASE: all (default), 1 (curation, VAE, Stage 1 ∥ TC decoder), 2 (Stages 2, 3, export),
+#   3 (residual TC decoder fine-tuned on the student's own latents, swapped into the model) or
+#   4 (that decoder with the full-resolution LQ skip: bicubic ×4 at native resolution, then a
+#   temporal loss and softened ground truth; swapped into the model), so that a machine with
+#   a per-command time limit can run it in a few commands (4a, 4b, 4c run phase 4's parts).
+# Stage time budgets in minutes (VAE_MIN, S1_MIN, S2_MIN, S3_MIN, TC_MIN, FT_MIN, SKIP_MIN) and
+# extra --set overrides for every stage (EXTRA_SET) come from the environment.
 set -euo pipefail
 DATA=$(realpath "$1")
 PHASE=${2:-all}
@@ -20,9 +22,9 @@ common=(--set "data.root=$DATA" --set "data.manifest=$(realpath "$OUT")/manifest
         --set "data.frame_store=$(realpath "$OUT")/frames")
 for kv in "${EXTRA[@]}"; do common+=(--set "$kv"); done
 
-stage() {  # stage NAME MINUTES
+stage() {  # stage CONFIG MINUTES [--set key=value ...]
     echo "== $1"
-    "${FLASHVSR[@]}" train "${1%_finetune}" "$CFG/$1.toml" "${common[@]}" --set "run.max_minutes=$2"
+    "${FLASHVSR[@]}" train "${1%%_*}" "$CFG/$1.toml" "${common[@]}" --set "run.max_minutes=$2" "${@:3}"
 }
 
 runs_phase() { [ "$PHASE" = all ] || [ "$PHASE" = "$1" ]; }
@@ -60,4 +62,27 @@ if runs_phase 3; then
     stage tcdecoder_finetune "${FT_MIN:-6.5}"
     echo "== replace decoder"
     "${FLASHVSR[@]}" train replace-decoder "$OUT/model_base" --tc-decoder "$OUT/tcdecoder_finetune" -o "$OUT/model"
+fi
+
+runs_part() { [ "$PHASE" = all ] || [ "$PHASE" = 4 ] || [ "$PHASE" = "4$1" ]; }
+if runs_part a || runs_part b || runs_part c; then
+    model=$(realpath "$OUT/model")  # phase 3's model: its student makes the latents
+    [ -d "$OUT/frames_native" ] || "${FLASHVSR[@]}" data cache "$OUT/manifest.jsonl" --root "$DATA" \
+        -o "$OUT/frames_native" --max-short-side 0
+    [ -d "$OUT/validation" ] || python scripts/make_data_pack.py "$DATA" "$OUT" --validation-only
+    v=$(realpath "$OUT/validation")
+    common+=(--set "decoder_loss.student=$model" --set "data.frame_store=$(realpath "$OUT")/frames_native"
+             --set "score.clips=[\"$v/basketball_top\", \"$v/basketball_bottom\"]")
+    runs_part a && stage tcdecoder_skip "${SKIP_MIN:-16}" --set "init=$model"
+    # continued from the best checkpoint: flicker priced in, and ground truth that is not always sharp
+    runs_part b && stage tcdecoder_skip "${SKIP_MIN:-8}" --set "init=$(realpath -m "$OUT/tcdecoder_skip/best.pt")" \
+        --set run.out_dir="$(realpath "$OUT")/tcdecoder_skip_t1" --set decoder_loss.restart_output=false \
+        --set optim.lr=2e-4 --set run.steps=4000 --set decoder_loss.temporal_weight=1 --set data.soften_prob=0.3
+    runs_part c && stage tcdecoder_skip "${SKIP_MIN:-8}" --set "init=$(realpath -m "$OUT/tcdecoder_skip_t1/best.pt")" \
+        --set run.out_dir="$(realpath "$OUT")/tcdecoder_skip_t5" --set decoder_loss.restart_output=false \
+        --set optim.lr=2e-4 --set run.steps=4000 --set decoder_loss.temporal_weight=5 --set data.soften_prob=0.3
+    if runs_part c; then
+        echo "== replace decoder"
+        "${FLASHVSR[@]}" train replace-decoder "$OUT/model" --tc-decoder "$OUT/tcdecoder_skip_t5/best.pt" -o "$OUT/model_skip"
+    fi
 fi

@@ -187,3 +187,29 @@ def test_bicubic_lq_can_be_left_to_the_training_device(tmp_path):
     picks = [is_plain_bicubic(cfg_b, seed) for seed in range(400)]
     assert 0.2 < np.mean(picks) < 0.4
     assert all(is_plain_bicubic(DegradationConfig(mode="bicubic"), seed) for seed in range(5))
+
+
+def test_softened_samples_blur_the_ground_truth_and_its_lq_alike(tmp_path):
+    """``soften_prob``: the HR clip is blurred before its LQ is made, so the softer clip is
+    both the target and the source of the input."""
+    import random
+    from dataclasses import replace
+
+    from flashvsr.data.datasets import ClipDataset, bicubic_lq
+    from flashvsr.train.config import DataConfig
+
+    write_video(tmp_path / "a.mp4", moving_scene(30, 160, seed=2))
+    seg = Segment(path="a.mp4", kind="video", frames=30, width=160, height=160)
+    cfg = DataConfig(latent_frames=2, crop=128, hflip=False, degradation=DegradationConfig(mode="bicubic"))
+    sharp = ClipDataset([seg], tmp_path, cfg, seed=3).sample(random.Random(5))
+    soft_cfg = replace(cfg, soften_prob=1.0, soften_sigma=2.0)
+    soft = ClipDataset([seg], tmp_path, soft_cfg, seed=3).sample(random.Random(5))
+    detail = lambda x: x.diff(dim=-1).abs().mean().item()  # noqa: E731
+    assert detail(soft.hr) < 0.9 * detail(sharp.hr)  # the same crop, blurred
+    assert (soft.hr.mean() - sharp.hr.mean()).abs() < 0.01  # a blur keeps the brightness
+    hr01 = (soft.hr.transpose(0, 1) + 1) / 2
+    made = bicubic_lq(hr01, 4).transpose(0, 1)
+    torch.testing.assert_close(soft.lq[:, : made.shape[1]], made, rtol=0, atol=1e-6)
+    never = replace(cfg, soften_prob=0.0)
+    again = ClipDataset([seg], tmp_path, never, seed=3).sample(random.Random(5))
+    assert torch.equal(again.hr, sharp.hr)

@@ -92,14 +92,17 @@ def test_residual_decoder_fine_tunes_on_the_students_latents(trained: Path):
     latents, swapped into the model folder with ``flashvsr train replace-decoder``."""
     model = export_model(trained / "vae", trained / "stage3", trained / "tcdecoder", trained / "ft_base", card="# base")
     overrides = {"init": str(model), "model.tc_decoder.residual": True, "decoder_loss.latents": "student",
-                 "decoder_loss.student": str(model), "decoder_loss.restart_output": True, "decoder_loss.vae_weight": 0.0}  # fmt: skip
+                 "decoder_loss.student": str(model), "decoder_loss.restart_output": True, "decoder_loss.vae_weight": 0.0,
+                 "model.tc_decoder.lq_skip": True, "decoder_loss.temporal_weight": 0.5, "data.soften_prob": 0.5}  # fmt: skip
     losses = run_stage(write_config(trained, "tcdecoder", steps=3, name="ft_decoder"), overrides)
     assert np.isfinite(losses["gt_mse"]) and "vae_mse" not in losses
+    assert 0 < losses["temporal_mse"] and losses["loss"] > losses["gt_mse"]  # flicker is priced in
     code = cli.main(["train", "replace-decoder", str(model), "--tc-decoder", str(trained / "ft_decoder"),
                      "-o", str(trained / "ft_model")])  # fmt: skip
     assert code == 0
     up = Upscaler.load(trained / "ft_model", device="cpu")
     assert up.models.config.tc_decoder.residual and (trained / "ft_model" / "MODEL_CARD.md").read_text() == "# base"
+    assert up.models.config.tc_decoder.lq_skip  # the widened decoder and its config travel together
     weights = checkpoint_weights(trained / "ft_decoder", "tc_decoder")  # the EMA weights, stored in fp16
     for name, value in up.models.tc_decoder.state_dict().items():
         torch.testing.assert_close(value.float(), weights[name].float(), rtol=1e-3, atol=1e-3)

@@ -10,6 +10,7 @@ Photos are 1-latent videos: one HR frame and its LQ repeated 5 times.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from ..config import VAE_TEMPORAL_FACTOR
 from ..pipeline import bicubic_resize_u8
 from ..train.config import DataConfig
-from .degrade import bicubic_downscale, degrade, is_plain_bicubic
+from .degrade import anisotropic_kernel, bicubic_downscale, blur, degrade, is_plain_bicubic
 from .manifest import Segment
 from .media import SegmentCache
 
@@ -122,17 +123,26 @@ class ClipDataset(torch.utils.data.IterableDataset):
         span = (n - 1) * step + 1
         frames = self.cache.get(seg.path, seg.kind, seg.start, seg.frames)
         first = rng.randrange(0, seg.frames - span + 1)
-        clip = self._crop(frames[first : first + span : step], rng)
+        clip = self._soften(self._crop(frames[first : first + span : step], rng), rng)
         lq, pending = self._lq(clip, rng)
         hr = clip[: hr_frames(cfg.latent_frames)] * 2 - 1
         return Sample(hr=hr.transpose(0, 1), lq=lq.transpose(0, 1), is_image=False, lq_pending=pending)
 
     def sample_image(self, rng: random.Random) -> Sample:
         seg = rng.choice(self.images)
-        image = self._crop(self.cache.get(seg.path, seg.kind, 0, 1), rng)
+        image = self._soften(self._crop(self.cache.get(seg.path, seg.kind, 0, 1), rng), rng)
         lq, pending = self._lq(image, rng)
         lq = lq.expand(lq_frames(1), -1, -1, -1)
         return Sample(hr=(image * 2 - 1).transpose(0, 1), lq=lq.transpose(0, 1), is_image=True, lq_pending=pending)
+
+    def _soften(self, clip: torch.Tensor, rng: random.Random) -> torch.Tensor:
+        """With ``soften_prob``, the clip blurred by a random Gaussian: softer ground truth,
+        as in footage that was never sharp (the same σ for all its frames)."""
+        if self.hr_only or rng.random() >= self.cfg.soften_prob:
+            return clip
+        sigma = rng.uniform(0.0, self.cfg.soften_sigma)
+        size = 2 * math.ceil(3 * sigma) + 1
+        return blur(clip, anisotropic_kernel(size, sigma, sigma, 0.0, 1.0, "gaussian")) if size > 1 else clip
 
     def _lq(self, clip: torch.Tensor, rng: random.Random) -> tuple[torch.Tensor, bool]:
         """The LQ clip in [-1, 1] (the clip itself for VAE training), or the HR clip in [-1, 1]

@@ -53,6 +53,8 @@ class DataConfig:
     workers: int = 2
     hflip: bool = True
     lq_on_device: bool = False  # plain-bicubic samples get their LQ on the training device (fast stages)
+    soften_prob: float = 0.0  # chance a sample's HR is blurred first (it is then the ground truth too):
+    soften_sigma: float = 1.5  # up to this Gaussian σ (HR pixels), so soft LR is not taken for a sharp edge
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
 
 
@@ -119,6 +121,8 @@ class DecoderLossConfig:
     latents: str = "vae"  # "vae" (paper) or "student": the one-step DiT's own latents, as at inference
     student: str = ""  # model folder or Stage-3 checkpoint providing the student (latents = "student")
     restart_output: bool = False  # zero the last layer after loading `init` (switching to a residual decoder)
+    temporal_weight: float = 0.0  # MSE between the output's and the ground truth's frame-to-frame changes
+    #                               (not in the paper): flicker costs more than its share of the pixel MSE
 
 
 @dataclass(frozen=True)

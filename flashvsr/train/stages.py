@@ -436,6 +436,9 @@ class TCDecoderTask(BaseTask):
         gt_mse = F.mse_loss(frames, hr)
         loss = c.gt_weight * gt_mse + c.lpips_weight * self.lpips(frames, hr)
         losses = {"gt_mse": gt_mse}
+        if c.temporal_weight:
+            losses["temporal_mse"] = F.mse_loss(frames.diff(dim=2), hr.diff(dim=2))
+            loss = loss + c.temporal_weight * losses["temporal_mse"]
         if c.vae_weight:  # the VAE decoder's output on the same latents is a second target
             with torch.no_grad():
                 vae_frames = self.vae.decode(latents)
