@@ -7,7 +7,7 @@
 #   3 (residual TC decoder fine-tuned on the student's own latents, swapped into the model) or
 #   4 (that decoder with the full-resolution LQ skip: bicubic ×4 at native resolution, then a
 #   temporal loss and softened ground truth; swapped into the model), so that a machine with
-#   a per-command time limit can run it in a few commands (4a, 4b, 4c run phase 4's parts).
+#   a per-command time limit can run it in a few commands (4a … 4d run phase 4's parts).
 # Stage time budgets in minutes (VAE_MIN, S1_MIN, S2_MIN, S3_MIN, TC_MIN, FT_MIN, SKIP_MIN) and
 # extra --set overrides for every stage (EXTRA_SET) come from the environment.
 set -euo pipefail
@@ -65,7 +65,13 @@ if runs_phase 3; then
 fi
 
 runs_part() { [ "$PHASE" = all ] || [ "$PHASE" = 4 ] || [ "$PHASE" = "4$1" ]; }
-if runs_part a || runs_part b || runs_part c; then
+skip_part() {  # skip_part PART FROM TO TEMPORAL_WEIGHT: continue FROM's best checkpoint into TO
+    runs_part "$1" || return 0
+    stage tcdecoder_skip "${SKIP_MIN:-8}" --set "init=$(realpath -m "$OUT/$2/best.pt")" \
+        --set "run.out_dir=$(realpath -m "$OUT/$3")" --set decoder_loss.restart_output=false --set optim.lr=2e-4 \
+        --set run.steps=4000 --set "decoder_loss.temporal_weight=$4" --set data.soften_prob=0.3
+}
+if runs_part a || runs_part b || runs_part c || runs_part d; then
     model=$(realpath "$OUT/model")  # phase 3's model: its student makes the latents
     [ -d "$OUT/frames_native" ] || "${FLASHVSR[@]}" data cache "$OUT/manifest.jsonl" --root "$DATA" \
         -o "$OUT/frames_native" --max-short-side 0
@@ -73,16 +79,13 @@ if runs_part a || runs_part b || runs_part c; then
     v=$(realpath "$OUT/validation")
     common+=(--set "decoder_loss.student=$model" --set "data.frame_store=$(realpath "$OUT")/frames_native"
              --set "score.clips=[\"$v/basketball_top\", \"$v/basketball_bottom\"]")
-    runs_part a && stage tcdecoder_skip "${SKIP_MIN:-16}" --set "init=$model"
-    # continued from the best checkpoint: flicker priced in, and ground truth that is not always sharp
-    runs_part b && stage tcdecoder_skip "${SKIP_MIN:-8}" --set "init=$(realpath -m "$OUT/tcdecoder_skip/best.pt")" \
-        --set run.out_dir="$(realpath "$OUT")/tcdecoder_skip_t1" --set decoder_loss.restart_output=false \
-        --set optim.lr=2e-4 --set run.steps=4000 --set decoder_loss.temporal_weight=1 --set data.soften_prob=0.3
-    runs_part c && stage tcdecoder_skip "${SKIP_MIN:-8}" --set "init=$(realpath -m "$OUT/tcdecoder_skip_t1/best.pt")" \
-        --set run.out_dir="$(realpath "$OUT")/tcdecoder_skip_t5" --set decoder_loss.restart_output=false \
-        --set optim.lr=2e-4 --set run.steps=4000 --set decoder_loss.temporal_weight=5 --set data.soften_prob=0.3
-    if runs_part c; then
+    if runs_part a; then stage tcdecoder_skip "${SKIP_MIN:-16}" --set "init=$model"; fi
+    # then flicker priced in, more and more, and ground truth that is not always sharp
+    skip_part b tcdecoder_skip tcdecoder_skip_t1 1
+    skip_part c tcdecoder_skip_t1 tcdecoder_skip_t5 5
+    skip_part d tcdecoder_skip_t5 tcdecoder_skip_t20 20
+    if runs_part d; then
         echo "== replace decoder"
-        "${FLASHVSR[@]}" train replace-decoder "$OUT/model" --tc-decoder "$OUT/tcdecoder_skip_t5/best.pt" -o "$OUT/model_skip"
+        "${FLASHVSR[@]}" train replace-decoder "$OUT/model" --tc-decoder "$OUT/tcdecoder_skip_t20/best.pt" -o "$OUT/model_skip"
     fi
 fi
