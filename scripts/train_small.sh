@@ -71,7 +71,7 @@ skip_part() {  # skip_part PART FROM TO TEMPORAL_WEIGHT: continue FROM's best ch
         --set "run.out_dir=$(realpath -m "$OUT/$3")" --set decoder_loss.restart_output=false --set optim.lr=2e-4 \
         --set run.steps=4000 --set "decoder_loss.temporal_weight=$4" --set data.soften_prob=0.3
 }
-if runs_part a || runs_part b || runs_part c || runs_part d; then
+if [ "$PHASE" = all ] || [[ "$PHASE" == 4* ]]; then
     model=$(realpath "$OUT/model")  # phase 3's model: its student makes the latents
     [ -d "$OUT/frames_native" ] || "${FLASHVSR[@]}" data cache "$OUT/manifest.jsonl" --root "$DATA" \
         -o "$OUT/frames_native" --max-short-side 0

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file as load_safetensors
 from torch import nn
 
 from ..attention.backends import resolve_backend
@@ -28,7 +27,9 @@ from ..evaluation import video_psnr_y
 from ..models.dit import dense_attention
 from ..models.tc_decoder import TCDecoder
 from ..models.wan_vae import WanVAE
-from ..weights.loading import CONFIG_FILE, MODEL_FILE, fill_from_safetensors, read_folder_config
+from ..weights.loading import (
+    CONFIG_FILE, MODEL_FILE, fill_from_safetensors, read_folder_config, read_safetensors,
+)  # fmt: skip
 from .attention import CausalSparseAttention
 from .config import TrainConfig
 from .nets import DiffusionNet, VAENet, merge_lora_state, split_prefixed, with_measured_stats
@@ -374,9 +375,7 @@ def load_component(module: nn.Module, source: str | Path, name: str) -> nn.Modul
 def component_state(source: str | Path, name: str) -> dict[str, torch.Tensor]:
     """Component ``name``'s tensors (float32) from a model folder or a stage checkpoint."""
     if is_model_folder(source):
-        prefix = f"{name}."
-        tensors = load_safetensors(Path(source) / MODEL_FILE)
-        return {k[len(prefix) :]: v.float() for k, v in tensors.items() if k.startswith(prefix)}
+        return read_safetensors(Path(source) / MODEL_FILE, torch.float32, prefix=f"{name}.")
     return checkpoint_weights(source, name)
 
 

@@ -195,6 +195,12 @@ def fill_from_safetensors(
     return module
 
 
+def read_safetensors(path: Path, dtype: torch.dtype, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The tensors under ``prefix`` (prefix removed) of one safetensors file, as ``dtype``."""
+    with _open_safetensors(path, "cpu") as f:
+        return {k[len(prefix) :]: f.get_tensor(k).to(dtype) for k in f.keys() if k.startswith(prefix)}
+
+
 def _open_safetensors(path: Path, device: str):
     if not path.is_file():
         raise WeightsError(f"missing file {path}")
