@@ -5,7 +5,8 @@ and write one JSON line per run: how each speed option changes FPS, stage times 
     python benchmarks/bench_variants.py OUT.jsonl base compile \\
         [--height 768 --width 1408 --frames 101]
 
-A variant is a '+'-joined list of BenchConfig boolean fields to switch on ("base": none).
+A variant is a '+'-joined list of BenchConfig fields: a boolean's name switches it on, and
+``name=value`` sets any other ("base": none), e.g. ``memory_limit_gb=6+kv_cache=fp8``.
 Works without PyAV (the CLI's video commands need it; timing does not).
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -21,20 +23,31 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from flashvsr.bench import BenchConfig, run_bench  # noqa: E402
+from flashvsr.cli import ALLOCATOR_SETTINGS  # noqa: E402
 
 SWITCHES = {f.name for f in fields(BenchConfig) if f.type in (bool, "bool")}
+SETTINGS = {f.name: f.default for f in fields(BenchConfig)}
+
+
+def parse_setting(word: str) -> tuple[str, object]:
+    """``name`` (a boolean switched on) or ``name=value`` (parsed as the field's default is)."""
+    name, _, value = word.partition("=")
+    if name not in SETTINGS or (not value and name not in SWITCHES):
+        raise SystemExit(f"unknown setting {word!r}; switches: {sorted(SWITCHES)}, settings: {sorted(SETTINGS)}")
+    if not value:
+        return name, True
+    default = SETTINGS[name]
+    return name, (value.lower() in ("1", "true", "yes")) if isinstance(default, bool) else type(default)(value)
 
 
 def config_for(variant: str, args) -> BenchConfig:
-    names = [] if variant == "base" else variant.split("+")
-    unknown = set(names) - SWITCHES
-    if unknown:
-        raise SystemExit(f"unknown switches {sorted(unknown)}; choose from {sorted(SWITCHES)}")
+    settings = dict(parse_setting(word) for word in ([] if variant == "base" else variant.split("+")))
     return BenchConfig(height=args.height, width=args.width, frames=args.frames, repeats=args.repeats,
-                       device=args.device, layers=args.layers, **{name: True for name in names})  # fmt: skip
+                       device=args.device, layers=args.layers, **settings)  # fmt: skip
 
 
 def main() -> int:
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", ALLOCATOR_SETTINGS)  # as the CLI does
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", type=Path)
     p.add_argument("variants", nargs="+")

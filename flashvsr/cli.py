@@ -568,7 +568,11 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     return (MediaError, WeightsError, JobCancelled, ValueError, OSError, av.error.FFmpegError)
 
 
+ALLOCATOR_SETTINGS = "expandable_segments:True"  # tiles and caches of changing sizes fragment fixed segments
+
+
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", ALLOCATOR_SETTINGS)  # before CUDA starts; a user's own wins
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)

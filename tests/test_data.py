@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import subprocess
@@ -14,7 +15,7 @@ from PIL import Image, ImageFilter
 
 from flashvsr.data import curate
 from flashvsr.data.curate import ScanConfig, Thresholds, frame_scores, merge_consecutive, scan, select
-from flashvsr.data.degrade import DegradationConfig, KernelParams, degrade, draw_clip, sinc_kernel, video_codec
+from flashvsr.data.degrade import DegradationConfig, KernelParams, bicubic_downscale, degrade, draw_clip, sinc_kernel, video_codec
 from flashvsr.data.manifest import Segment, read_manifest
 
 from .conftest import REPO
@@ -131,6 +132,27 @@ def test_degradation_parameters_drift_slowly_per_frame():
     assert len({p.resize_mode for p in plan.round1}) == 1  # discrete choices are per clip
 
 
+def test_jpeg_in_torch_matches_pillow():
+    """The torch JPEG round trip (any device, per-frame quality) loses what Pillow's does."""
+    import io
+
+    from PIL import Image
+
+    from flashvsr.data.degrade import jpeg
+
+    frames = clip(3, 96)
+    qualities = [20, 50, 90]
+    ours = jpeg(frames, qualities)
+    for frame, q, got in zip(frames, qualities, ours):
+        buf = io.BytesIO()
+        Image.fromarray((frame * 255).round().byte().permute(1, 2, 0).numpy()).save(buf, format="JPEG", quality=q)
+        ref = torch.from_numpy(np.asarray(Image.open(buf).convert("RGB")).copy()).permute(2, 0, 1).float() / 255
+        psnr = lambda a, b: (-10 * torch.log10(((a - b) ** 2).mean())).item()  # noqa: E731
+        assert psnr(got, ref) > 40  # the same image up to rounding
+        assert abs(psnr(got, frame) - psnr(ref, frame)) < 0.3  # the same loss
+    assert psnr(ours[2], frames[2]) > psnr(ours[0], frames[0]) + 1.5  # higher quality, less loss
+
+
 def test_kernels_and_codec():
     for kind in ("iso", "aniso", "generalized_aniso", "plateau_iso"):
         k = KernelParams(kind, 11, 2.0, 1.0, 0.5, 1.5).kernel()
@@ -139,6 +161,10 @@ def test_kernels_and_codec():
     hr = clip(8, 64)
     out = video_codec(hr, "libx264", 20_000)
     assert out.shape == hr.shape and 0.01 < (out - hr).abs().mean() < 0.3
+    noise = torch.rand(25, 3, 90, 144, generator=torch.Generator().manual_seed(0))
+    soft = torch.nn.functional.avg_pool2d(noise, 3, 1, 1)  # an input whose encoding once varied from run to run
+    runs = {hashlib.md5(video_codec(soft, "libx264", 43_485).numpy().tobytes()).hexdigest() for _ in range(10)}
+    assert len(runs) == 1
 
 
 @pytest.mark.parametrize("mode", ["bogus"])
@@ -160,9 +186,10 @@ def test_frame_store_serves_the_same_frames_to_every_reader(tmp_path):
     assert isinstance(again, np.memmap) or again.base is not None  # mapped, not decoded again
 
 
-def test_bicubic_lq_can_be_left_to_the_training_device(tmp_path):
-    """With ``lq_on_device``, plain-bicubic samples carry their HR clip; ``finish_lq`` then
-    makes exactly the LQ the CPU workers would have made, and other samples are untouched."""
+def test_lq_can_be_left_to_the_training_device(tmp_path):
+    """With ``lq_on_device``, every sample carries its HR clip and its degradation seed;
+    ``finish_lq`` then makes exactly the LQ the CPU workers would have made, bicubic or
+    RealBasicVSR alike."""
     from dataclasses import replace
 
     from flashvsr.data.datasets import ClipDataset, collate, finish_lq
@@ -177,8 +204,10 @@ def test_bicubic_lq_can_be_left_to_the_training_device(tmp_path):
     rng_a, rng_b = __import__("random").Random(1), __import__("random").Random(1)
     made = [cpu.sample(rng_a) for _ in range(8)]
     left = [dev.sample(rng_b) for _ in range(8)]
-    assert 0 < sum(s.lq_pending for s in left) < 8  # half of the clips draw plain bicubic
-    finished = finish_lq(collate(left), scale=4)
+    assert all(s.lq_pending for s in left)
+    plain = [is_plain_bicubic(cfg.degradation, s.lq_seed) for s in left]
+    assert 0 < sum(plain) < 8  # both kinds are in the batch
+    finished = finish_lq(collate(left), cfg.degradation)
     assert not finished["lq_pending"].any()
     for i, (a, b) in enumerate(zip(made, left)):
         assert torch.equal(a.hr, b.hr)
@@ -195,7 +224,7 @@ def test_softened_samples_blur_the_ground_truth_and_its_lq_alike(tmp_path):
     import random
     from dataclasses import replace
 
-    from flashvsr.data.datasets import ClipDataset, bicubic_lq
+    from flashvsr.data.datasets import ClipDataset, lq_from_lr
     from flashvsr.train.config import DataConfig
 
     write_video(tmp_path / "a.mp4", moving_scene(30, 160, seed=2))
@@ -208,7 +237,7 @@ def test_softened_samples_blur_the_ground_truth_and_its_lq_alike(tmp_path):
     assert detail(soft.hr) < 0.9 * detail(sharp.hr)  # the same crop, blurred
     assert (soft.hr.mean() - sharp.hr.mean()).abs() < 0.01  # a blur keeps the brightness
     hr01 = (soft.hr.transpose(0, 1) + 1) / 2
-    made = bicubic_lq(hr01, 4).transpose(0, 1)
+    made = lq_from_lr(bicubic_downscale(hr01, 4), hr01.shape[-2:]).transpose(0, 1)
     torch.testing.assert_close(soft.lq[:, : made.shape[1]], made, rtol=0, atol=1e-6)
     never = replace(cfg, soften_prob=0.0)
     again = ClipDataset([seg], tmp_path, never, seed=3).sample(random.Random(5))

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from ..config import VAE_TEMPORAL_FACTOR
 from ..pipeline import bicubic_resize_u8
 from ..train.config import DataConfig
-from .degrade import anisotropic_kernel, bicubic_downscale, blur, degrade, is_plain_bicubic
+from .degrade import DegradationConfig, anisotropic_kernel, bicubic_downscale, blur, degrade
 from .manifest import Segment
 from .media import SegmentCache
 
@@ -41,7 +41,11 @@ class Sample:
     hr: torch.Tensor  # (3, 4T−3, H, W) in [-1, 1]
     lq: torch.Tensor  # (3, 4T+1, H, W) in [-1, 1]; while ``lq_pending``, the HR source of the LQ
     is_image: bool
-    lq_pending: bool = False  # plain bicubic LQ left to the training device (DataConfig.lq_on_device)
+    lq_pending: bool = False  # the LQ is left to the training device (DataConfig.lq_on_device)
+    lq_seed: int = -1  # the degradation seed of a pending LQ; PLAIN_BICUBIC: bicubic ×scale whatever the config
+
+
+PLAIN_BICUBIC = -1
 
 
 def make_lq(hr01: torch.Tensor, cfg: DataConfig, seed: int) -> torch.Tensor:
@@ -55,20 +59,19 @@ def lq_from_lr(lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return up / 255 * 2 - 1
 
 
-def bicubic_lq(hr01: torch.Tensor, scale: int) -> torch.Tensor:
-    """The classic bicubic ×scale LQ of HR frames (T, 3, H, W) in [0, 1], on their device."""
-    return lq_from_lr(bicubic_downscale(hr01, scale), hr01.shape[-2:])
-
-
-def finish_lq(batch: dict[str, torch.Tensor], scale: int) -> dict[str, torch.Tensor]:
-    """Make the LQ of a batch's pending samples (plain bicubic) where the batch now is: on a
-    GPU this is what lets a fast stage outrun the CPU-side degradation."""
+def finish_lq(batch: dict[str, torch.Tensor], degradation: DegradationConfig) -> dict[str, torch.Tensor]:
+    """Make the LQ of a batch's pending samples where the batch now is — the very LQ a CPU
+    worker would have made from the same seed: on a GPU this lets a fast stage outrun the
+    CPU-side degradation."""
     pending = batch.get("lq_pending")
     if pending is None or not bool(pending.any()):
         return batch
     lq = batch["lq"].clone()
+    seeds = batch["lq_seed"].tolist()
     for i in pending.nonzero().flatten().tolist():
-        lq[i] = bicubic_lq((lq[i].transpose(0, 1) + 1) / 2, scale).transpose(0, 1)
+        hr01 = (lq[i].transpose(0, 1) + 1) / 2
+        lr = bicubic_downscale(hr01, degradation.scale) if seeds[i] == PLAIN_BICUBIC else degrade(hr01, degradation, seeds[i])
+        lq[i] = lq_from_lr(lr, hr01.shape[-2:]).transpose(0, 1)
     return {**batch, "lq": lq, "lq_pending": torch.zeros_like(pending)}
 
 
@@ -124,16 +127,16 @@ class ClipDataset(torch.utils.data.IterableDataset):
         frames = self.cache.get(seg.path, seg.kind, seg.start, seg.frames)
         first = rng.randrange(0, seg.frames - span + 1)
         clip = self._soften(self._crop(frames[first : first + span : step], rng), rng)
-        lq, pending = self._lq(clip, rng)
+        lq, seed = self._lq(clip, rng)
         hr = clip[: hr_frames(cfg.latent_frames)] * 2 - 1
-        return Sample(hr=hr.transpose(0, 1), lq=lq.transpose(0, 1), is_image=False, lq_pending=pending)
+        return Sample(hr.transpose(0, 1), lq.transpose(0, 1), is_image=False, lq_pending=seed is not None, lq_seed=seed or 0)
 
     def sample_image(self, rng: random.Random) -> Sample:
         seg = rng.choice(self.images)
         image = self._soften(self._crop(self.cache.get(seg.path, seg.kind, 0, 1), rng), rng)
-        lq, pending = self._lq(image, rng)
+        lq, seed = self._lq(image, rng)
         lq = lq.expand(lq_frames(1), -1, -1, -1)
-        return Sample(hr=(image * 2 - 1).transpose(0, 1), lq=lq.transpose(0, 1), is_image=True, lq_pending=pending)
+        return Sample((image * 2 - 1).transpose(0, 1), lq.transpose(0, 1), is_image=True, lq_pending=seed is not None, lq_seed=seed or 0)
 
     def _soften(self, clip: torch.Tensor, rng: random.Random) -> torch.Tensor:
         """With ``soften_prob``, the clip blurred by a random Gaussian: softer ground truth,
@@ -144,15 +147,15 @@ class ClipDataset(torch.utils.data.IterableDataset):
         size = 2 * math.ceil(3 * sigma) + 1
         return blur(clip, anisotropic_kernel(size, sigma, sigma, 0.0, 1.0, "gaussian")) if size > 1 else clip
 
-    def _lq(self, clip: torch.Tensor, rng: random.Random) -> tuple[torch.Tensor, bool]:
-        """The LQ clip in [-1, 1] (the clip itself for VAE training), or the HR clip in [-1, 1]
-        with ``pending`` set when its plain bicubic LQ is left to the training device."""
+    def _lq(self, clip: torch.Tensor, rng: random.Random) -> tuple[torch.Tensor, int | None]:
+        """The LQ clip in [-1, 1] (the clip itself for VAE training) and None, or — with
+        ``lq_on_device`` — the HR clip in [-1, 1] and the seed its LQ is to be made with."""
         if self.hr_only:
-            return clip, False
+            return clip, None
         seed = rng.randrange(2**31)
-        if self.cfg.lq_on_device and is_plain_bicubic(self.cfg.degradation, seed):
-            return clip * 2 - 1, True
-        return make_lq(clip, self.cfg, seed), False
+        if self.cfg.lq_on_device:
+            return clip * 2 - 1, seed
+        return make_lq(clip, self.cfg, seed), None
 
     def _crop(self, frames: np.ndarray, rng: random.Random) -> torch.Tensor:
         """Random crop (and flip) of (T, H, W, 3) uint8 → (T, 3, c, c) float in [0, 1]."""
@@ -177,6 +180,7 @@ def collate(samples: list[Sample]) -> dict[str, torch.Tensor]:
         "lq": torch.stack([s.lq for s in samples]),
         "is_image": torch.tensor([s.is_image for s in samples]),
         "lq_pending": torch.tensor([s.lq_pending for s in samples]),
+        "lq_seed": torch.tensor([s.lq_seed for s in samples], dtype=torch.int64),
     }
 
 
@@ -192,7 +196,8 @@ def held_out_batch(clips: tuple[str, ...], crop: tuple[int, int], latent_frames:
         if gt.shape[0] < n or gt.shape[1:3] != tuple(crop):
             raise ValueError(f"held-out clip {clip}: need {n} frames of at least {crop[0]}×{crop[1]}, got {gt.shape[:3]}")
         x = torch.from_numpy(gt).permute(0, 3, 1, 2).float() / 255 * 2 - 1
-        samples.append(Sample(hr=x[: hr_frames(latent_frames)].transpose(0, 1), lq=x.transpose(0, 1), is_image=False, lq_pending=True))
+        hr = x[: hr_frames(latent_frames)].transpose(0, 1)
+        samples.append(Sample(hr, x.transpose(0, 1), is_image=False, lq_pending=True, lq_seed=PLAIN_BICUBIC))
     return collate(samples)
 
 

@@ -6,7 +6,9 @@ codec pass (PyAV) follows each round, and a final resize to the LR size with a s
 and JPEG in random order. Parameters are drawn once per clip from a seeded generator and
 drift slightly from frame to frame, so a clip degrades consistently, as real footage does.
 
-Frames are float tensors (T, 3, H, W) in [0, 1]; blur, resize and noise run on any device.
+Frames are float tensors (T, 3, H, W) in [0, 1]. Everything but the codec pass runs on the
+frames' device (JPEG too: its lossy steps are written in torch), all frames of a clip at once,
+so a training GPU can degrade its own batches.
 """
 
 from __future__ import annotations
@@ -19,11 +21,17 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 KERNEL_TYPES = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
 RESIZE_MODES = ("area", "bilinear", "bicubic")
 VIDEO_CODECS = ("libx264", "mpeg4")
+# One thread each (data workers are processes already). A seeded degradation must give the same
+# frames every run (it is a fixed test set): x264's lookahead, macroblock tree and rate-control
+# lookahead made its output vary between runs of the same input, so they are off.
+CODEC_OPTIONS = {
+    "libx264": {"threads": "1", "x264-params": "threads=1:lookahead-threads=1:sync-lookahead=0:mbtree=0:rc-lookahead=0"},
+    "mpeg4": {"threads": "1"},
+}
 
 
 @dataclass(frozen=True)
@@ -142,10 +150,13 @@ def draw_kernel(rng: random.Random, cfg: RoundConfig) -> KernelParams:
 
 
 def blur(frames: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """(T, C, H, W) frames blurred by one (k, k) kernel, or frame t by ``kernel[t]`` of (T, k, k)."""
+    t, c, h, w = frames.shape
     pad = kernel.shape[-1] // 2
-    weight = kernel.to(frames).expand(frames.shape[1], 1, *kernel.shape)
-    x = F.pad(frames, (pad,) * 4, mode="reflect")
-    return F.conv2d(x, weight, groups=frames.shape[1])
+    per_frame = kernel.expand(t, *kernel.shape[-2:]).to(frames)
+    weight = per_frame.repeat_interleave(c, 0)[:, None]
+    x = F.pad(frames.reshape(1, t * c, h, w), (pad,) * 4, mode="reflect")
+    return F.conv2d(x, weight, groups=t * c).view(t, c, h, w)
 
 
 # --------------------------------------------------------------------------------------------
@@ -214,41 +225,110 @@ def resize(frames: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tens
     return F.interpolate(frames, size=size, mode=mode, **kwargs).clamp(0, 1)
 
 
-def add_noise(frame: torch.Tensor, plan: RoundPlan, gen: torch.Generator) -> torch.Tensor:
-    """Gaussian (colour or gray) or Poisson (shot) noise on one (3, H, W) frame."""
-    shape = (1, *frame.shape[1:]) if plan.gray_noise else frame.shape
+def add_noise(frames: torch.Tensor, plans: list[RoundPlan], gen: torch.Generator) -> torch.Tensor:
+    """Gaussian (colour or gray) or Poisson (shot) noise on (T, 3, H, W) frames, each frame at
+    its own plan's level (the kind of noise is the clip's)."""
+    plan = plans[0]
+    level = torch.tensor([p.noise_level for p in plans], device=frames.device).view(-1, 1, 1, 1)
+    shape = (frames.shape[0], 1, *frames.shape[2:]) if plan.gray_noise else frames.shape
     if plan.gaussian:
-        noise = torch.randn(shape, generator=gen, device=frame.device) * (plan.noise_level / 255)
+        noise = torch.randn(shape, generator=gen, device=frames.device) * (level / 255)
     else:
-        img = frame.mean(0, keepdim=True) if plan.gray_noise else frame
+        img = frames.mean(1, keepdim=True) if plan.gray_noise else frames
         peak = 255.0  # photons per unit intensity before scaling
         shot = torch.poisson((img * peak).clamp(min=0), generator=gen) / peak - img
-        noise = shot * plan.noise_level
-    return (frame + noise).clamp(0, 1)
+        noise = shot * level
+    return (frames + noise).clamp(0, 1)
 
 
-def jpeg(frame: torch.Tensor, quality: int) -> torch.Tensor:
-    arr = (frame.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="JPEG", quality=int(quality))
-    out = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-    return torch.from_numpy(out.copy()).permute(2, 0, 1).to(frame) / 255
+# JPEG's lossy steps, in torch so they run where the frames are: 8-bit samples, YCbCr with
+# 4:2:0 chroma (Pillow's default), 8×8 DCT coefficients divided by the quality-scaled tables of
+# ITU-T T.81 Annex K and rounded. The entropy coding after them is lossless, so it is left out.
+JPEG_BLOCK = 8
+JPEG_LUMA = (
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+)  # fmt: skip
+JPEG_CHROMA = (
+    17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99,
+    47, 66, 99, 99, 99, 99, 99, 99, *(99,) * 32,
+)  # fmt: skip
+RGB_TO_YCBCR = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
+YCBCR_TO_RGB = ((1.0, 0.0, 1.402), (1.0, -0.344136, -0.714136), (1.0, 1.772, 0.0))
+CHROMA_OFFSET = 128.0
+
+
+def jpeg_tables(qualities: list[int], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The luma and chroma quantisation tables, (T, 8, 8) each, scaled the way libjpeg does."""
+    q = torch.tensor(qualities, dtype=torch.float64, device=device).clamp(1, 100).view(-1, 1, 1)
+    scale = torch.where(q < 50, 5000 / q, 200 - 2 * q)
+
+    def scaled(base):
+        table = torch.tensor(base, dtype=torch.float64, device=device).view(1, JPEG_BLOCK, JPEG_BLOCK)
+        return ((table * scale + 50) / 100).floor().clamp(1, 255).float()
+
+    return scaled(JPEG_LUMA), scaled(JPEG_CHROMA)
+
+
+def dct_matrix(device) -> torch.Tensor:
+    """The orthonormal 8-point DCT-II as a matrix: coefficients = D @ block @ Dᵀ."""
+    k = torch.arange(JPEG_BLOCK, dtype=torch.float64).view(-1, 1)
+    n = torch.arange(JPEG_BLOCK, dtype=torch.float64).view(1, -1)
+    d = torch.cos(math.pi * (2 * n + 1) * k / (2 * JPEG_BLOCK)) * math.sqrt(2 / JPEG_BLOCK)
+    d[0] /= math.sqrt(2)
+    return d.float().to(device)
+
+
+def quantise_blocks(plane: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
+    """(T, h, w) level-shifted samples → the same after DCT, quantisation and inverse DCT;
+    edges are padded by repetition to whole blocks, as encoders do, and cropped again."""
+    t, h, w = plane.shape
+    pad_h, pad_w = -h % JPEG_BLOCK, -w % JPEG_BLOCK
+    x = F.pad(plane[:, None], (0, pad_w, 0, pad_h), mode="replicate")[:, 0]
+    blocks = x.unflatten(1, (-1, JPEG_BLOCK)).unflatten(3, (-1, JPEG_BLOCK)).transpose(2, 3)  # (T, by, bx, 8, 8)
+    d = dct_matrix(plane.device)
+    table = tables.view(t, 1, 1, JPEG_BLOCK, JPEG_BLOCK)
+    coeffs = (d @ blocks @ d.T / table).round() * table
+    x = (d.T @ coeffs @ d).transpose(2, 3).flatten(3, 4).flatten(1, 2)
+    return x[:, :h, :w]
+
+
+def jpeg(frames: torch.Tensor, qualities: list[int]) -> torch.Tensor:
+    """A JPEG encode/decode round trip of (T, 3, H, W) frames in [0, 1], frame t at quality
+    ``qualities[t]`` (Pillow's scale, 1…100)."""
+    h, w = frames.shape[-2:]
+    offset = torch.tensor([0.0, CHROMA_OFFSET, CHROMA_OFFSET], device=frames.device).view(1, 3, 1, 1)
+    rgb = (frames.clamp(0, 1) * 255).round()
+    ycc = (torch.einsum("ij,tjhw->tihw", torch.tensor(RGB_TO_YCBCR, device=frames.device), rgb) + offset).round()
+    luma_table, chroma_table = jpeg_tables(qualities, frames.device)
+    luma = quantise_blocks(ycc[:, 0] - CHROMA_OFFSET, luma_table)
+    chroma = F.avg_pool2d(F.pad(ycc[:, 1:], (0, w % 2, 0, h % 2), mode="replicate"), 2).round()  # 4:2:0
+    chroma = torch.stack([quantise_blocks(chroma[:, c] - CHROMA_OFFSET, chroma_table) for c in range(2)], 1)
+    chroma = (chroma + CHROMA_OFFSET).round().clamp(0, 255)  # decoded 8-bit chroma planes
+    chroma = F.interpolate(chroma, scale_factor=2, mode="bilinear", align_corners=False)[..., :h, :w]  # "fancy" upsampling
+    luma = (luma + CHROMA_OFFSET).round().clamp(0, 255)
+    ycc = torch.cat([luma[:, None], chroma], 1) - offset
+    rgb = torch.einsum("ij,tjhw->tihw", torch.tensor(YCBCR_TO_RGB, device=frames.device), ycc)
+    return rgb.round().clamp(0, 255) / 255
 
 
 def video_codec(frames: torch.Tensor, codec: str, bitrate: float) -> torch.Tensor:
-    """Encode and decode (T, 3, H, W) through a lossy codec in memory (PyAV)."""
+    """Encode and decode (T, 3, H, W) through a lossy codec in memory (PyAV), repeatably."""
     import av  # the codec pass needs FFmpeg through PyAV
 
     t, _, h, w = frames.shape
     even = frames[:, :, : h - h % 2, : w - w % 2]
     buf = io.BytesIO()
     with av.open(buf, mode="w", format="mp4") as out:
-        stream = out.add_stream(codec, rate=25, options={"threads": "1"})  # data workers are processes already
+        stream = out.add_stream(codec, rate=25, options=CODEC_OPTIONS[codec])
         stream.width, stream.height = even.shape[-1], even.shape[-2]
         stream.pix_fmt = "yuv420p"
         stream.bit_rate = int(bitrate)
-        for frame in (even.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy():
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        for index, frame in enumerate((even.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()):
+            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            picture.pts = index
+            out.mux(stream.encode(picture))
         out.mux(stream.encode())
     buf.seek(0)
     with av.open(buf, mode="r") as inp:
@@ -287,15 +367,12 @@ def draw_clip(cfg: DegradationConfig, frames: int, seed: int) -> ClipDegradation
 
 
 def _apply_round(frames: torch.Tensor, plans: list[RoundPlan], size: tuple[int, int], gen) -> torch.Tensor:
-    out = []
-    for frame, plan in zip(frames, plans):
-        x = frame[None]
-        if plan.kernel is not None:
-            x = blur(x, plan.kernel.kernel())
-        x = resize(x, size, plan.resize_mode)
-        out.append(add_noise(x[0], plan, gen))
-    x = torch.stack(out)
-    x = torch.stack([jpeg(f, p.jpeg_quality) for f, p in zip(x, plans)])
+    """One round on all frames at once, frame t with its drifted ``plans[t]``."""
+    x = frames
+    if plans[0].kernel is not None:
+        x = blur(x, torch.stack([p.kernel.kernel() for p in plans]))
+    x = add_noise(resize(x, size, plans[0].resize_mode), plans, gen)
+    x = jpeg(x, [p.jpeg_quality for p in plans])
     if plans[0].codec is not None:
         x = video_codec(x, plans[0].codec, plans[0].codec_bitrate)
     return x
@@ -335,7 +412,7 @@ def _final_resize(x: torch.Tensor, plan: ClipDegradation, lr_size: tuple[int, in
         return blur(v, plan.final_sinc.kernel()).clamp(0, 1) if plan.final_sinc is not None else v
 
     def compress(v):
-        return torch.stack([jpeg(f, p.jpeg_quality) for f, p in zip(v, plan.round2)])
+        return jpeg(v, [p.jpeg_quality for p in plan.round2])
 
     return compress(resize_and_sinc(x)) if plan.jpeg_last else resize_and_sinc(compress(x))
 

@@ -52,7 +52,7 @@ class DataConfig:
     batch_size: int = 2
     workers: int = 2
     hflip: bool = True
-    lq_on_device: bool = False  # plain-bicubic samples get their LQ on the training device (fast stages)
+    lq_on_device: bool = False  # workers only crop; each LQ is degraded on the training device (fast stages)
     soften_prob: float = 0.0  # chance a sample's HR is blurred first (it is then the ground truth too):
     soften_sigma: float = 1.5  # up to this Gaussian σ (HR pixels), so soft LR is not taken for a sharp edge
     degradation: DegradationConfig = field(default_factory=DegradationConfig)

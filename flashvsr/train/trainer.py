@@ -194,7 +194,7 @@ class Trainer:
 
     def on_device(self, batch: dict) -> dict:
         batch = {k: v.to(self.env.device, non_blocking=True) for k, v in batch.items()}
-        return finish_lq(batch, self.cfg.data.degradation.scale)
+        return finish_lq(batch, self.cfg.data.degradation)
 
     def _out_of_time(self, t0: float) -> bool:
         """The same decision on every rank (rank 0's clock)."""
