@@ -89,6 +89,11 @@ class TCDecoderConfig:
     cond_factor: int = VAE_SPATIAL_FACTOR
     residual: bool = False  # add the output to its (upsampled) LQ frame: small models learn detail only
     lq_skip: bool = False  # the full-resolution stage also reads its LQ frame: detail sits where the LQ's edges are
+    head_channels: int = 0  # width of the full-resolution convs after the last growth; 0: channels[-1] (official)
+
+    @property
+    def head_width(self) -> int:
+        return self.head_channels or self.channels[-1]
 
     @property
     def cond_channels(self) -> int:

@@ -119,10 +119,28 @@ def test_residual_tc_decoder_starts_as_the_identity_on_lq_frames():
     torch.testing.assert_close(torch.cat(parts, dim=2), lq[:, :, 3:], rtol=0, atol=0)
 
 
+def test_wider_head_starts_from_a_narrower_decoder_and_learns():
+    """``head_channels``: the full-resolution convs widened from a trained decoder compute the
+    same frames at first, and the new channels get gradients from the first step."""
+    cfg = replace(tiny_models().tc_decoder.cfg, residual=True, lq_skip=True)
+    narrow, wide = TCDecoder(cfg), TCDecoder(replace(cfg, head_channels=2 * cfg.channels[2]))
+    plain = TCDecoder(replace(cfg, lq_skip=False))
+    wide.load_state_dict(wide.grow_state(narrow.state_dict()))
+    latents = torch.randn(1, 16, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    lq = random_frames(12, 64, 64, seed=5)[None].transpose(1, 2)
+    torch.testing.assert_close(wide(latents, lq), narrow(latents, lq), rtol=0, atol=1e-6)
+    wide.load_state_dict(wide.grow_state(plain.state_dict()))  # no skip and narrower: both at once
+    torch.testing.assert_close(wide(latents, lq), plain(latents, lq), rtol=0, atol=1e-6)
+    with torch.enable_grad():
+        wide(latents, lq).square().mean().backward()
+    last = wide.decoder[wide.head_convs()[2]].weight
+    assert last.grad[:, cfg.channels[2] :].abs().sum() > 0  # the new channels would move
+
+
 def test_lq_skip_decoder_starts_from_one_without_it():
     cfg = replace(tiny_models().tc_decoder.cfg, residual=True)
     plain, skip = TCDecoder(cfg), TCDecoder(replace(cfg, lq_skip=True))
-    skip.load_state_dict(skip.widen_for_skip(plain.state_dict()))
+    skip.load_state_dict(skip.grow_state(plain.state_dict()))
     latents = torch.randn(1, 16, 3, 8, 8, generator=torch.Generator().manual_seed(2))
     lq = random_frames(12, 64, 64, seed=5)[None].transpose(1, 2)
     torch.testing.assert_close(skip(latents, lq), plain(latents, lq), rtol=0, atol=0)

@@ -90,6 +90,7 @@ class TCDecoder(nn.Module):
         c0, c1, c2 = cfg.channels
         g0, g1, g2 = cfg.time_growth
         n = cfg.blocks_per_stage
+        head = cfg.head_width
         self.skip_channels = cfg.image_channels if cfg.lq_skip else 0
         self.decoder = nn.Sequential(
             Clamp(),
@@ -100,9 +101,9 @@ class TCDecoder(nn.Module):
             *[MemBlock(c1) for _ in range(n)], Upsample2x(), TGrow(c1, g1),
             conv3x3(c1, c2, bias=False),
             *[MemBlock(c2) for _ in range(n)], Upsample2x(), TGrow(c2, g2),
-            conv3x3(c2 + self.skip_channels, c2, bias=False), relu(),
-            conv3x3(c2, c2, bias=False), relu(),
-            conv3x3(c2, cfg.image_channels),
+            conv3x3(c2 + self.skip_channels, head, bias=False), relu(),
+            conv3x3(head, head, bias=False), relu(),
+            conv3x3(head, cfg.image_channels),
         )  # fmt: skip
         last_growth = max(i for i, layer in enumerate(self.decoder) if isinstance(layer, TGrow))
         self.skip_at = last_growth + 1  # the first full-resolution conv, which reads the LQ frame with lq_skip
@@ -137,14 +138,36 @@ class TCDecoder(nn.Module):
         frames = lq[:, :, trim:].to(out.dtype) + 2 * out if self.cfg.residual else out * 2 - 1
         return frames, TCDecoderMemory(past=past, frames_to_trim=memory.frames_to_trim - trim)
 
-    def widen_for_skip(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """A state dict of the same decoder without ``lq_skip``, for this one: the LQ frame's
-        input channels start at zero, so the decoder computes what it did before."""
-        key = f"decoder.{self.skip_at}.weight"
-        old = state[key]
-        if old.shape[1] != self.decoder[self.skip_at].in_channels - self.skip_channels or not self.skip_channels:
-            return state  # already widened, or not this decoder's: load_state_dict says what differs
-        return {**state, key: torch.cat([old, old.new_zeros(old.shape[0], self.skip_channels, *old.shape[2:])], dim=1)}
+    def grow_state(self, state: dict[str, torch.Tensor], seed: int = 0) -> dict[str, torch.Tensor]:
+        """A state dict of a narrower decoder of this family (without ``lq_skip``, or with a
+        narrower full-resolution head) made to fit this one, computing what it did before: the
+        LQ frame's input channels start at zero; new head channels get small random inputs
+        and zero outputs, so they learn from the first step without changing the start."""
+        state = dict(state)
+        first, middle, last = (f"decoder.{i}.weight" for i in self.head_convs())
+        if first not in state or last not in state:
+            return state  # not this decoder's: load_state_dict says what differs
+        gen = torch.Generator().manual_seed(seed)
+        new = self.decoder[self.skip_at].weight
+        old = state[first]
+        if self.skip_channels and old.shape[1] == new.shape[1] - self.skip_channels:
+            old = torch.cat([old, old.new_zeros(old.shape[0], self.skip_channels, *old.shape[2:])], dim=1)
+        added = new.shape[0] - old.shape[0]
+        if added > 0:
+            scale = old.std().item()
+            old = torch.cat([old, torch.randn(added, *old.shape[1:], generator=gen).to(old) * scale], dim=0)
+            mid = state[middle]
+            mid = torch.cat([mid, torch.randn(added, *mid.shape[1:], generator=gen).to(mid) * mid.std().item()], dim=0)
+            mid = torch.cat([mid, mid.new_zeros(mid.shape[0], added, *mid.shape[2:])], dim=1)
+            out = state[last]
+            state[middle] = mid
+            state[last] = torch.cat([out, out.new_zeros(out.shape[0], added, *out.shape[2:])], dim=1)
+        state[first] = old
+        return state
+
+    def head_convs(self) -> tuple[int, int, int]:
+        """Indices of the three full-resolution convs after the last temporal growth."""
+        return self.skip_at, self.skip_at + 2, self.skip_at + 4
 
     def zero_last_layer(self) -> None:
         """Start a residual decoder as the identity on the LQ frames."""

@@ -398,7 +398,7 @@ class TCDecoderTask(BaseTask):
         self.student = student_net(cfg, c.student, self.device) if c.latents == "student" else None
         decoder = TCDecoder(cfg.model.tc_decoder)
         if cfg.init:  # a decoder without the LQ skip can start one with it
-            decoder.load_state_dict(decoder.widen_for_skip(component_state(cfg.init, "tc_decoder")))
+            decoder.load_state_dict(decoder.grow_state(component_state(cfg.init, "tc_decoder")))
         if c.restart_output:
             decoder.zero_last_layer()
         self.trainable = {"tc_decoder": decoder.to(self.device)}
