@@ -5,8 +5,10 @@
 # the metrics. Run again with the same settings to continue (the trainer resumes the run).
 # Carries .carry/ft/student (the bundled model folder without its VAE) and the data pack
 # (.carry/data, made by scripts/make_data_pack.py; or DATA=<a copy of it on the machine>).
-# PyAV from /tmp/site when an earlier call installed it (the RealBasicVSR codec pass needs
-# it); without it that pass is switched off.
+# Every LQ (plain bicubic and RealBasicVSR alike) is degraded on the GPU from its seed
+# (data.lq_on_device): the loader workers only crop. PyAV from /tmp/site when an earlier call
+# installed it (the RealBasicVSR codec pass needs it, and runs on the CPU); without it that
+# pass is switched off.
 # Settings from the env: FT_MIN (minutes this call), STEPS (the run's length: the cosine
 # schedule ends there), BICUBIC_PROB, LR, MAX_SHORT_SIDE (frames' short side cap, 0: native),
 # BATCH, ECHO, TAG (run folder name), SKIP (true: the decoder reads full-resolution LQ frames,
