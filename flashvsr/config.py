@@ -90,6 +90,7 @@ class TCDecoderConfig:
     residual: bool = False  # add the output to its (upsampled) LQ frame: small models learn detail only
     lq_skip: bool = False  # the full-resolution stage also reads its LQ frame: detail sits where the LQ's edges are
     head_channels: int = 0  # width of the full-resolution convs after the last growth; 0: channels[-1] (official)
+    head_memory: bool = False  # the first full-resolution conv also reads the previous frame's input: steadier pairs
 
     @property
     def head_width(self) -> int:

@@ -137,6 +137,33 @@ def test_wider_head_starts_from_a_narrower_decoder_and_learns():
     assert last.grad[:, cfg.channels[2] :].abs().sum() > 0  # the new channels would move
 
 
+def test_head_memory_reads_the_previous_frame_in_streams_and_pieces():
+    """``head_memory``: the first full-resolution conv also reads its predecessor's input —
+    across calls and frame chunks alike — and a decoder without it starts one with it."""
+    cfg = replace(tiny_models().tc_decoder.cfg, residual=True, lq_skip=True)
+    plain, mem = TCDecoder(cfg), TCDecoder(replace(cfg, head_memory=True))
+    mem.load_state_dict(mem.grow_state(plain.state_dict()))
+    latents = torch.randn(1, 16, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    lq = random_frames(12, 64, 64, seed=6)[None].transpose(1, 2)
+    torch.testing.assert_close(mem(latents, lq), plain(latents, lq), rtol=0, atol=1e-6)
+    torch.nn.init.normal_(mem.decoder[mem.skip_at].weight, std=0.05)  # make the memory matter
+    whole = mem(latents, lq)
+    seen = []
+    c2 = cfg.channels[2]
+    mem.decoder[mem.skip_at].register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    for chunk in (0, 1, 3):
+        seen.clear()
+        memory, parts = mem.start(), []
+        for i in range(3):  # streaming, one latent frame per call
+            out, memory = mem.decode(memory, latents[:, :, i : i + 1], lq[:, :, 4 * i : 4 * i + 4], frame_chunk=chunk)
+            parts.append(out)
+        torch.testing.assert_close(torch.cat(parts, dim=2), whole, rtol=1e-5, atol=1e-5)
+        inputs = torch.cat(seen)
+        features, previous = inputs[:, :c2], inputs[:, c2 + 3 :]
+        assert previous[0].abs().max() == 0  # the stream's first frame has no predecessor
+        torch.testing.assert_close(previous[1:], features[:-1], rtol=0, atol=0)
+
+
 def test_lq_skip_decoder_starts_from_one_without_it():
     cfg = replace(tiny_models().tc_decoder.cfg, residual=True)
     plain, skip = TCDecoder(cfg), TCDecoder(replace(cfg, lq_skip=True))

@@ -92,6 +92,7 @@ class TCDecoder(nn.Module):
         n = cfg.blocks_per_stage
         head = cfg.head_width
         self.skip_channels = cfg.image_channels if cfg.lq_skip else 0
+        self.memory_channels = c2 if cfg.head_memory else 0
         self.decoder = nn.Sequential(
             Clamp(),
             conv3x3(cfg.cond_channels + cfg.latent_channels, c0), relu(),
@@ -101,12 +102,12 @@ class TCDecoder(nn.Module):
             *[MemBlock(c1) for _ in range(n)], Upsample2x(), TGrow(c1, g1),
             conv3x3(c1, c2, bias=False),
             *[MemBlock(c2) for _ in range(n)], Upsample2x(), TGrow(c2, g2),
-            conv3x3(c2 + self.skip_channels, head, bias=False), relu(),
+            conv3x3(c2 + self.skip_channels + self.memory_channels, head, bias=False), relu(),
             conv3x3(head, head, bias=False), relu(),
             conv3x3(head, cfg.image_channels),
         )  # fmt: skip
         last_growth = max(i for i, layer in enumerate(self.decoder) if isinstance(layer, TGrow))
-        self.skip_at = last_growth + 1  # the first full-resolution conv, which reads the LQ frame with lq_skip
+        self.skip_at = last_growth + 1  # the first full-resolution conv: reads the LQ frame (lq_skip), the past (head_memory)
 
     def forward(self, latents: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
         """Decode a whole clip from the start of a stream (training)."""
@@ -139,10 +140,11 @@ class TCDecoder(nn.Module):
         return frames, TCDecoderMemory(past=past, frames_to_trim=memory.frames_to_trim - trim)
 
     def grow_state(self, state: dict[str, torch.Tensor], seed: int = 0) -> dict[str, torch.Tensor]:
-        """A state dict of a narrower decoder of this family (without ``lq_skip``, or with a
-        narrower full-resolution head) made to fit this one, computing what it did before: the
-        LQ frame's input channels start at zero; new head channels get small random inputs
-        and zero outputs, so they learn from the first step without changing the start."""
+        """A state dict of a narrower decoder of this family (without ``lq_skip`` or
+        ``head_memory``, or with a narrower full-resolution head) made to fit this one,
+        computing what it did before: new input channels (the LQ frame, the previous frame's
+        features) start at zero; new head channels get small random inputs and zero outputs,
+        so they learn from the first step without changing the start."""
         state = dict(state)
         first, middle, last = (f"decoder.{i}.weight" for i in self.head_convs())
         if first not in state or last not in state:
@@ -150,8 +152,11 @@ class TCDecoder(nn.Module):
         gen = torch.Generator().manual_seed(seed)
         new = self.decoder[self.skip_at].weight
         old = state[first]
-        if self.skip_channels and old.shape[1] == new.shape[1] - self.skip_channels:
+        c2 = self.cfg.channels[-1]
+        if old.shape[1] == c2 and self.skip_channels:  # inputs are [features, LQ frame, previous features]
             old = torch.cat([old, old.new_zeros(old.shape[0], self.skip_channels, *old.shape[2:])], dim=1)
+        if old.shape[1] == c2 + self.skip_channels and self.memory_channels:
+            old = torch.cat([old, old.new_zeros(old.shape[0], self.memory_channels, *old.shape[2:])], dim=1)
         added = new.shape[0] - old.shape[0]
         if added > 0:
             scale = old.std().item()
@@ -182,8 +187,8 @@ class TCDecoder(nn.Module):
         the LQ frames (b, frames out, 3, H, W) that these frames become, with ``lq_skip``."""
         for i in range(start, len(self.decoder)):
             layer = self.decoder[i]
-            if i == self.skip_at and skip is not None:
-                x = torch.cat([x, skip.flatten(0, 1)], dim=1)
+            if i == self.skip_at:
+                x = self._head_input(x, b, t, past, skip)
             if isinstance(layer, MemBlock):
                 xs = x.unflatten(0, (b, t))
                 prev = past.get(i, torch.zeros_like(xs[:, :1]))
@@ -200,6 +205,19 @@ class TCDecoder(nn.Module):
                 if chunk and t > chunk and i + 1 < len(self.decoder):  # growth beyond the chunk (chunk < stride)
                     return self._run_in_pieces(x, i + 1, t, b, past, chunk, chunk, skip)
         return x, t
+
+    def _head_input(self, x: torch.Tensor, b: int, t: int, past: dict, skip) -> torch.Tensor:
+        """The first full-resolution conv's input: the frames' features, their LQ frames
+        (``lq_skip``) and, with ``head_memory``, each frame's predecessor's features."""
+        parts = [x]
+        if skip is not None:
+            parts.append(skip.flatten(0, 1))
+        if self.memory_channels:
+            xs = x.unflatten(0, (b, t))
+            prev = past.get(self.skip_at, torch.zeros_like(xs[:, :1]))
+            past[self.skip_at] = xs[:, -1:]
+            parts.append(torch.cat([prev, xs[:, :-1]], dim=1).flatten(0, 1))
+        return torch.cat(parts, dim=1) if len(parts) > 1 else x
 
     def _run_in_pieces(self, x, start: int, t: int, b: int, past: dict, chunk: int, size: int, skip) -> tuple[torch.Tensor, int]:
         """Layers ``start…`` on ``size`` frames at a time, in time order (``past`` carries over)."""
