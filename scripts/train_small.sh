@@ -6,8 +6,9 @@
 #   PHASE: all (default), 1 (curation, VAE, Stage 1 ∥ TC decoder), 2 (Stages 2, 3, export),
 #   3 (residual TC decoder fine-tuned on the student's own latents, swapped into the model) or
 #   4 (that decoder with the full-resolution LQ skip: bicubic ×4 at native resolution, then a
-#   temporal loss and softened ground truth; swapped into the model), so that a machine with
-#   a per-command time limit can run it in a few commands (4a … 4d run phase 4's parts).
+#   temporal loss and softened ground truth, then a frame-recurrent head; swapped into the
+#   model), so that a machine with
+#   a per-command time limit can run it in a few commands (4a … 4e run phase 4's parts).
 # Stage time budgets in minutes (VAE_MIN, S1_MIN, S2_MIN, S3_MIN, TC_MIN, FT_MIN, SKIP_MIN) and
 # extra --set overrides for every stage (EXTRA_SET) come from the environment.
 set -euo pipefail
@@ -65,11 +66,13 @@ if runs_phase 3; then
 fi
 
 runs_part() { [ "$PHASE" = all ] || [ "$PHASE" = 4 ] || [ "$PHASE" = "4$1" ]; }
-skip_part() {  # skip_part PART FROM TO TEMPORAL_WEIGHT: continue FROM's best checkpoint into TO
+skip_part() {  # skip_part PART FROM TO TEMPORAL_WEIGHT [--set …]: continue FROM's best checkpoint into TO
     runs_part "$1" || return 0
-    stage tcdecoder_skip "${SKIP_MIN:-8}" --set "init=$(realpath -m "$OUT/$2/best.pt")" \
-        --set "run.out_dir=$(realpath -m "$OUT/$3")" --set decoder_loss.restart_output=false --set optim.lr=2e-4 \
-        --set run.steps=4000 --set "decoder_loss.temporal_weight=$4" --set data.soften_prob=0.3
+    local from=$2 to=$3 weight=$4
+    shift 4
+    stage tcdecoder_skip "${SKIP_MIN:-8}" --set "init=$(realpath -m "$OUT/$from/best.pt")" \
+        --set "run.out_dir=$(realpath -m "$OUT/$to")" --set decoder_loss.restart_output=false --set optim.lr=2e-4 \
+        --set run.steps=4000 --set "decoder_loss.temporal_weight=$weight" --set data.soften_prob=0.3 "$@"
 }
 if [ "$PHASE" = all ] || [[ "$PHASE" == 4* ]]; then
     model=$(realpath "$OUT/model")  # phase 3's model: its student makes the latents
@@ -84,8 +87,10 @@ if [ "$PHASE" = all ] || [[ "$PHASE" == 4* ]]; then
     skip_part b tcdecoder_skip tcdecoder_skip_t1 1
     skip_part c tcdecoder_skip_t1 tcdecoder_skip_t5 5
     skip_part d tcdecoder_skip_t5 tcdecoder_skip_t20 20
-    if runs_part d; then
+    # the full-resolution head also reads the previous frame's features (grown from 4d's)
+    skip_part e tcdecoder_skip_t20 tcdecoder_skip_memory 50 --set model.tc_decoder.head_memory=true
+    if runs_part e; then
         echo "== replace decoder"
-        "${FLASHVSR[@]}" train replace-decoder "$OUT/model" --tc-decoder "$OUT/tcdecoder_skip_t20/best.pt" -o "$OUT/model_skip"
+        "${FLASHVSR[@]}" train replace-decoder "$OUT/model" --tc-decoder "$OUT/tcdecoder_skip_memory/final.pt" -o "$OUT/model_skip"
     fi
 fi

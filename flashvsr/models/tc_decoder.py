@@ -143,31 +143,24 @@ class TCDecoder(nn.Module):
         """A state dict of a narrower decoder of this family (without ``lq_skip`` or
         ``head_memory``, or with a narrower full-resolution head) made to fit this one,
         computing what it did before: new input channels (the LQ frame, the previous frame's
-        features) start at zero; new head channels get small random inputs and zero outputs,
-        so they learn from the first step without changing the start."""
+        features) start at zero; new head channels get random inputs at the old weights' scale
+        and zero outputs, so they learn from the first step without changing the start."""
         state = dict(state)
         first, middle, last = (f"decoder.{i}.weight" for i in self.head_convs())
         if first not in state or last not in state:
             return state  # not this decoder's: load_state_dict says what differs
-        gen = torch.Generator().manual_seed(seed)
-        new = self.decoder[self.skip_at].weight
-        old = state[first]
-        c2 = self.cfg.channels[-1]
-        if old.shape[1] == c2 and self.skip_channels:  # inputs are [features, LQ frame, previous features]
-            old = torch.cat([old, old.new_zeros(old.shape[0], self.skip_channels, *old.shape[2:])], dim=1)
-        if old.shape[1] == c2 + self.skip_channels and self.memory_channels:
-            old = torch.cat([old, old.new_zeros(old.shape[0], self.memory_channels, *old.shape[2:])], dim=1)
-        added = new.shape[0] - old.shape[0]
+        c2, weight = self.cfg.channels[-1], state[first]
+        if weight.shape[1] == c2 and self.skip_channels:  # inputs are [features, LQ frame, previous features]
+            weight = _more_inputs(weight, self.skip_channels)
+        if weight.shape[1] == c2 + self.skip_channels and self.memory_channels:
+            weight = _more_inputs(weight, self.memory_channels)
+        state[first] = weight
+        added = self.cfg.head_width - weight.shape[0]
         if added > 0:
-            scale = old.std().item()
-            old = torch.cat([old, torch.randn(added, *old.shape[1:], generator=gen).to(old) * scale], dim=0)
-            mid = state[middle]
-            mid = torch.cat([mid, torch.randn(added, *mid.shape[1:], generator=gen).to(mid) * mid.std().item()], dim=0)
-            mid = torch.cat([mid, mid.new_zeros(mid.shape[0], added, *mid.shape[2:])], dim=1)
-            out = state[last]
-            state[middle] = mid
-            state[last] = torch.cat([out, out.new_zeros(out.shape[0], added, *out.shape[2:])], dim=1)
-        state[first] = old
+            gen = torch.Generator().manual_seed(seed)
+            state[first] = _more_outputs(state[first], added, gen)
+            state[middle] = _more_inputs(_more_outputs(state[middle], added, gen), added)
+            state[last] = _more_inputs(state[last], added)
         return state
 
     def head_convs(self) -> tuple[int, int, int]:
@@ -235,3 +228,14 @@ class TCDecoder(nn.Module):
             if isinstance(layer, TGrow):
                 n *= layer.stride
         return n
+
+
+def _more_inputs(weight: torch.Tensor, n: int) -> torch.Tensor:
+    """A conv weight with ``n`` more input channels that it ignores (zero)."""
+    return torch.cat([weight, weight.new_zeros(weight.shape[0], n, *weight.shape[2:])], dim=1)
+
+
+def _more_outputs(weight: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
+    """A conv weight with ``n`` more output channels, random at the existing weights' scale."""
+    extra = torch.randn(n, *weight.shape[1:], generator=gen).to(weight) * weight.std().item()
+    return torch.cat([weight, extra], dim=0)
