@@ -8,7 +8,8 @@ import torch
 from flashvsr.config import PIXEL_MULTIPLE, EngineConfig, SparseAttentionConfig, TilingConfig, official_config
 from flashvsr.engine import tiles as tiles_module
 from flashvsr.engine.memory import (
-    GB, MIN_TILE, SAFETY_FRACTION, NotEnoughMemory, estimate_stream, format_bytes, plan_tiles, plannable_bytes,
+    DECODER_PAST_FRAMES, GB, MIN_TILE, SAFETY_FRACTION, NotEnoughMemory, estimate_stream, format_bytes, plan_tiles,
+    plannable_bytes,
 )  # fmt: skip
 from flashvsr.engine import memory as memory_module
 from flashvsr.engine.state import SeededNoise
@@ -191,3 +192,16 @@ def test_a_memory_limit_plans_as_on_a_smaller_card(monkeypatch):
     assert plannable_bytes(torch.device("cpu"), 24.0) is None
     with pytest.raises(ValueError, match="memory limit"):
         TilingConfig(memory_limit_gb=-1)
+
+
+def test_estimate_counts_the_decoder_head_memory():
+    """A decoder with ``head_memory`` holds its head's last full-resolution input per stream."""
+    from dataclasses import replace
+
+    plain = official_bf16_models()
+    with_memory = official_bf16_models()
+    with_memory.config = replace(plain.config, tc_decoder=replace(plain.config.tc_decoder, head_memory=True))
+    cfg = EngineConfig(dtype="bfloat16")
+    extra = estimate_stream(with_memory, cfg, 768, 1408).held - estimate_stream(plain, cfg, 768, 1408).held
+    bf16 = 2
+    assert extra == pytest.approx(DECODER_PAST_FRAMES * plain.config.tc_decoder.channels[-1] * bf16 * 768 * 1408, abs=1)

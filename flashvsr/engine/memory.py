@@ -143,6 +143,8 @@ def _decoder_per_pixel(models: FlashVSRModels, config: EngineConfig, b: int) -> 
         return held, VAE_LIVE_COPIES * frames * widths[-1] * b
     tc = models.config.tc_decoder
     held = tc.blocks_per_stage * DECODER_PAST_FRAMES * b * sum(c / _stage_area(i) for i, c in enumerate(tc.channels))
+    if tc.head_memory:  # the full-resolution head's previous input, kept like a memory block's
+        held += DECODER_PAST_FRAMES * b * tc.channels[-1]
     chunk = config.decoder_frame_chunk or OUTPUT_FRAMES_HELD  # 0: all of call 0's frames at once
     return held, (DECODER_LIVE_FIXED + DECODER_LIVE_PER_FRAME * chunk) * tc.channels[-1] * b
 
