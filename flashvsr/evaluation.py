@@ -8,7 +8,11 @@ the bicubic / Lanczos baselines), and measure against the ground truth:
   with ``scale`` pixels shaved from each border;
 - temporal error: the mean absolute difference between each output frame and the previous
   output frame warped to it with the ground truth's optical flow (OpenCV Farnebäck), where
-  forward and backward flow agree — flicker and swimming raise it;
+  forward and backward flow agree — flicker and swimming raise it, and so does real detail
+  that the flow does not follow exactly (the ground truth's own is not zero);
+- temporal change error: the same frame-to-frame change compared with the ground truth's own
+  change, mean absolute difference — zero for the ground truth, raised by flicker the truth
+  does not have and by changes (detail, motion) the output lacks;
 - throughput in frames per second (on the device the method ran on).
 
 Results: ``results.md`` and ``results.csv`` (one row per clip and method, plus means) and
@@ -61,6 +65,7 @@ class Row:
     ssim_y: float
     ssim_rgb: float
     temporal_error: float
+    temporal_change_error: float
     fps: float
     device: str
 
@@ -76,18 +81,21 @@ class Report:
             rs = [r for r in self.rows if r.method == method]
             avg = lambda k: float(np.mean([getattr(r, k) for r in rs]))  # noqa: E731
             out.append(Row("mean", method, sum(r.frames for r in rs), avg("psnr_y"), avg("psnr_rgb"), avg("ssim_y"),
-                           avg("ssim_rgb"), avg("temporal_error"), avg("fps"), rs[0].device))  # fmt: skip
+                           avg("ssim_rgb"), avg("temporal_error"), avg("temporal_change_error"), avg("fps"),
+                           rs[0].device))  # fmt: skip
         return out
 
     def markdown(self) -> str:
         c = self.config
         head = (f"Degradation: {c.degradation} ×{c.scale} (seed {c.seed}); up to {c.max_frames or 'all'} frames per clip; "
-                f"PSNR/SSIM with {c.scale}-pixel borders shaved; temporal error ×255, lower is steadier.\n\n")  # fmt: skip
-        lines = ["| clip | method | frames | PSNR-Y | PSNR-RGB | SSIM-Y | SSIM-RGB | temporal err. | fps (device) |",
-                 "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+                f"PSNR/SSIM with {c.scale}-pixel borders shaved; temporal error ×255, lower is steadier; temporal "
+                f"change error ×255: frame-to-frame change against the ground truth's, lower is truer.\n\n")  # fmt: skip
+        lines = ["| clip | method | frames | PSNR-Y | PSNR-RGB | SSIM-Y | SSIM-RGB | temporal err. | change err. | fps (device) |",
+                 "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in self.rows + self.means():
             lines.append(f"| {r.clip} | {r.method} | {r.frames} | {r.psnr_y:.2f} | {r.psnr_rgb:.2f} | {r.ssim_y:.4f} | "
-                         f"{r.ssim_rgb:.4f} | {r.temporal_error:.3f} | {r.fps:.2f} ({r.device}) |")  # fmt: skip
+                         f"{r.ssim_rgb:.4f} | {r.temporal_error:.3f} | {r.temporal_change_error:.3f} | "
+                         f"{r.fps:.2f} ({r.device}) |")  # fmt: skip
         return head + "\n".join(lines) + "\n"
 
     def write(self, folder: Path) -> None:
@@ -136,16 +144,22 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
     return s.mean().item()
 
 
-def temporal_error(out: np.ndarray, gt: np.ndarray) -> float:
-    """Mean |out_t − warp(out_{t−1})| (0…255) over pixels where the ground truth's forward and
-    backward flows agree; 0 for a single frame."""
+def temporal_errors(out: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
+    """(temporal error, temporal change error), 0…255, over pixels where the ground truth's
+    forward and backward flows agree: the mean |c_t| and mean |c_t − g_t|, where
+    c_t = out_t − warp(out_{t−1}) and g_t the same for the ground truth; 0 for a single frame."""
     import cv2
 
     if len(out) < 2:
-        return 0.0
-    errors = []
+        return 0.0, 0.0
+    steady, change = [], []
     h, w = gt.shape[1:3]
     grid = np.stack(np.meshgrid(np.arange(w), np.arange(h)), axis=-1).astype(np.float32)
+
+    def frame_change(frames: np.ndarray, t: int, where: np.ndarray) -> np.ndarray:
+        warped = cv2.remap(frames[t - 1], where[..., 0], where[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return frames[t].astype(np.float32) - warped.astype(np.float32)
+
     for t in range(1, len(out)):
         g0, g1 = (cv2.cvtColor(x, cv2.COLOR_RGB2GRAY) for x in (gt[t - 1], gt[t]))
         back = cv2.calcOpticalFlowFarneback(g1, g0, None, 0.5, 3, 15, 3, 5, 1.2, 0)  # t → t−1
@@ -153,10 +167,12 @@ def temporal_error(out: np.ndarray, gt: np.ndarray) -> float:
         where = grid + back
         fwd_there = cv2.remap(fwd, where[..., 0], where[..., 1], cv2.INTER_LINEAR)
         valid = np.linalg.norm(back + fwd_there, axis=-1) < FLOW_AGREEMENT
-        warped = cv2.remap(out[t - 1], where[..., 0], where[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        diff = np.abs(out[t].astype(np.float32) - warped.astype(np.float32)).mean(-1)
-        errors.append(float(diff[valid].mean()) if valid.any() else 0.0)
-    return float(np.mean(errors))
+        ours = frame_change(out, t, where)
+        truth = frame_change(gt, t, where)
+        masked_mean = lambda d: float(np.abs(d).mean(-1)[valid].mean()) if valid.any() else 0.0  # noqa: E731
+        steady.append(masked_mean(ours))
+        change.append(masked_mean(ours - truth))
+    return float(np.mean(steady)), float(np.mean(change))
 
 
 def frame_metrics(sr: np.ndarray, gt: np.ndarray, shave: int) -> dict[str, float]:
@@ -256,8 +272,9 @@ def evaluate(clips: list[Path], methods: list[str], cfg: EvalConfig, out: Path) 
                 device, label = runner.device, runner.name
             outputs[label] = sr
             m = frame_metrics(sr, gt, cfg.scale)
-            report.rows.append(Row(clip.stem if clip.is_file() else clip.name, label, len(gt), m["psnr_y"], m["psnr_rgb"],
-                                   m["ssim_y"], m["ssim_rgb"], temporal_error(sr, gt), len(gt) / max(seconds, 1e-9), device))  # fmt: skip
+            name = clip.stem if clip.is_file() else clip.name
+            report.rows.append(Row(name, label, len(gt), m["psnr_y"], m["psnr_rgb"], m["ssim_y"], m["ssim_rgb"],
+                                   *temporal_errors(sr, gt), len(gt) / max(seconds, 1e-9), device))  # fmt: skip
         save_crops(out / "crops" / f"{clip.stem}.png", lr, outputs, gt, cfg.scale)
     report.write(out)
     return report

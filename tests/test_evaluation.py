@@ -11,7 +11,7 @@ from PIL import Image
 
 from flashvsr import cli
 from flashvsr.demo import DemoConfig, read_frames, run_demo
-from flashvsr.evaluation import EvalConfig, evaluate, frame_metrics, load_ground_truth, psnr, ssim, temporal_error
+from flashvsr.evaluation import EvalConfig, evaluate, frame_metrics, load_ground_truth, psnr, ssim, temporal_errors
 from flashvsr.pipeline import Upscaler
 from flashvsr.weights.loading import save_model
 
@@ -28,13 +28,17 @@ def test_psnr_and_ssim_reference_values():
     assert ssim(img, img.flip(-1)) < 0.2
 
 
-def test_temporal_error_sees_flicker_not_motion():
+def test_temporal_errors_see_flicker_not_motion():
     frames = moving_scene(6, 96, 0)
-    assert temporal_error(frames, frames) < 3.0  # the truth moves but warps onto itself
+    steady, change = temporal_errors(frames, frames)
+    assert steady < 3.0 and change == 0.0  # the truth moves but warps onto itself
     flicker = frames.astype(np.int16)
     flicker[1::2] += 25
     flicker = np.clip(flicker, 0, 255).astype(np.uint8)
-    assert temporal_error(flicker, frames) > 15.0
+    steady, change = temporal_errors(flicker, frames)
+    assert steady > 15.0 and change > 15.0
+    brighter = np.clip(frames.astype(np.int16) + 10, 0, 255).astype(np.uint8)  # wrong on every frame alike
+    assert temporal_errors(brighter, frames)[1] < 2.0  # the change measure sees changes, not a steady bias
 
 
 def test_frame_metrics_shave_borders():
