@@ -37,20 +37,20 @@ from flashvsr.data.degrade import DegradationConfig  # noqa: E402
 from flashvsr.evaluation import load_ground_truth, video_psnr_y  # noqa: E402
 from flashvsr.models.dit import dense_attention  # noqa: E402
 from flashvsr.train.attention import CausalSparseAttention  # noqa: E402
-from flashvsr.train.config import DataConfig, load_train_config  # noqa: E402
+from flashvsr.train.config import load_train_config  # noqa: E402
 from flashvsr.train.stages import INFERENCE_TIMESTEP, diffusion_net, load_frozen_vae, mix  # noqa: E402
 
 SCALE = 4
 NOISE_LEVELS = (0.25, 0.5, 0.75, 1.0)
 TEACHER_STEPS = (1, 4, 8, 25)
-BICUBIC_DATA = DataConfig(degradation=DegradationConfig(mode="bicubic", scale=SCALE))  # the training pipeline's plain mode
+BICUBIC = DegradationConfig(mode="bicubic", scale=SCALE)  # the training pipeline's plain mode
 
 
 def clip_tensors(path: Path, latent_frames: int, crop: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Ground truth (1, 3, 4L−3, H, W) and its bicubic ×4 LQ at HR size (1, 3, 4L+1, H, W), in [−1, 1]."""
     gt = load_ground_truth(path, lq_frames(latent_frames), SCALE, (crop, crop))
     hr01 = torch.from_numpy(gt).permute(0, 3, 1, 2).float() / 255
-    lq = make_lq(hr01, BICUBIC_DATA, seed=0)
+    lq = make_lq(hr01, BICUBIC, seed=0)
     to_video = lambda x: x.transpose(0, 1)[None].to(device)  # noqa: E731
     return to_video(hr01[: hr_frames(latent_frames)] * 2 - 1), to_video(lq)
 

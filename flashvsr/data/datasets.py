@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from ..config import VAE_TEMPORAL_FACTOR
 from ..pipeline import bicubic_resize_u8
 from ..train.config import DataConfig
-from .degrade import DegradationConfig, anisotropic_kernel, bicubic_downscale, blur, degrade
+from .degrade import DegradationConfig, anisotropic_kernel, blur, degrade
 from .manifest import Segment
 from .media import SegmentCache
 
@@ -41,16 +41,20 @@ class Sample:
     hr: torch.Tensor  # (3, 4T−3, H, W) in [-1, 1]
     lq: torch.Tensor  # (3, 4T+1, H, W) in [-1, 1]; while ``lq_pending``, the HR source of the LQ
     is_image: bool
-    lq_pending: bool = False  # the LQ is left to the training device (DataConfig.lq_on_device)
-    lq_seed: int = -1  # the degradation seed of a pending LQ; PLAIN_BICUBIC: bicubic ×scale whatever the config
+    lq_seed: int | None = None  # set when the LQ is left to the training device (DataConfig.lq_on_device):
+    #                             its degradation seed, or PLAIN_BICUBIC (bicubic ×scale whatever the config)
+
+    @property
+    def lq_pending(self) -> bool:
+        return self.lq_seed is not None
 
 
 PLAIN_BICUBIC = -1
 
 
-def make_lq(hr01: torch.Tensor, cfg: DataConfig, seed: int) -> torch.Tensor:
+def make_lq(hr01: torch.Tensor, degradation: DegradationConfig, seed: int) -> torch.Tensor:
     """HR (T, 3, H, W) in [0, 1] → degraded LR → PIL-exact bicubic back to H×W, in [-1, 1]."""
-    return lq_from_lr(degrade(hr01, cfg.degradation, seed), hr01.shape[-2:])
+    return lq_from_lr(degrade(hr01, degradation, seed), hr01.shape[-2:])
 
 
 def lq_from_lr(lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -70,8 +74,8 @@ def finish_lq(batch: dict[str, torch.Tensor], degradation: DegradationConfig) ->
     seeds = batch["lq_seed"].tolist()
     for i in pending.nonzero().flatten().tolist():
         hr01 = (lq[i].transpose(0, 1) + 1) / 2
-        lr = bicubic_downscale(hr01, degradation.scale) if seeds[i] == PLAIN_BICUBIC else degrade(hr01, degradation, seeds[i])
-        lq[i] = lq_from_lr(lr, hr01.shape[-2:]).transpose(0, 1)
+        cfg = replace(degradation, mode="bicubic") if seeds[i] == PLAIN_BICUBIC else degradation
+        lq[i] = make_lq(hr01, cfg, seeds[i]).transpose(0, 1)
     return {**batch, "lq": lq, "lq_pending": torch.zeros_like(pending)}
 
 
@@ -129,14 +133,14 @@ class ClipDataset(torch.utils.data.IterableDataset):
         clip = self._soften(self._crop(frames[first : first + span : step], rng), rng)
         lq, seed = self._lq(clip, rng)
         hr = clip[: hr_frames(cfg.latent_frames)] * 2 - 1
-        return Sample(hr.transpose(0, 1), lq.transpose(0, 1), is_image=False, lq_pending=seed is not None, lq_seed=seed or 0)
+        return Sample(hr.transpose(0, 1), lq.transpose(0, 1), is_image=False, lq_seed=seed)
 
     def sample_image(self, rng: random.Random) -> Sample:
         seg = rng.choice(self.images)
         image = self._soften(self._crop(self.cache.get(seg.path, seg.kind, 0, 1), rng), rng)
         lq, seed = self._lq(image, rng)
         lq = lq.expand(lq_frames(1), -1, -1, -1)
-        return Sample((image * 2 - 1).transpose(0, 1), lq.transpose(0, 1), is_image=True, lq_pending=seed is not None, lq_seed=seed or 0)
+        return Sample((image * 2 - 1).transpose(0, 1), lq.transpose(0, 1), is_image=True, lq_seed=seed)
 
     def _soften(self, clip: torch.Tensor, rng: random.Random) -> torch.Tensor:
         """With ``soften_prob``, the clip blurred by a random Gaussian: softer ground truth,
@@ -155,7 +159,7 @@ class ClipDataset(torch.utils.data.IterableDataset):
         seed = rng.randrange(2**31)
         if self.cfg.lq_on_device:
             return clip * 2 - 1, seed
-        return make_lq(clip, self.cfg, seed), None
+        return make_lq(clip, self.cfg.degradation, seed), None
 
     def _crop(self, frames: np.ndarray, rng: random.Random) -> torch.Tensor:
         """Random crop (and flip) of (T, H, W, 3) uint8 → (T, 3, c, c) float in [0, 1]."""
@@ -180,7 +184,7 @@ def collate(samples: list[Sample]) -> dict[str, torch.Tensor]:
         "lq": torch.stack([s.lq for s in samples]),
         "is_image": torch.tensor([s.is_image for s in samples]),
         "lq_pending": torch.tensor([s.lq_pending for s in samples]),
-        "lq_seed": torch.tensor([s.lq_seed for s in samples], dtype=torch.int64),
+        "lq_seed": torch.tensor([s.lq_seed if s.lq_pending else 0 for s in samples], dtype=torch.int64),
     }
 
 
@@ -197,7 +201,7 @@ def held_out_batch(clips: tuple[str, ...], crop: tuple[int, int], latent_frames:
             raise ValueError(f"held-out clip {clip}: need {n} frames of at least {crop[0]}×{crop[1]}, got {gt.shape[:3]}")
         x = torch.from_numpy(gt).permute(0, 3, 1, 2).float() / 255 * 2 - 1
         hr = x[: hr_frames(latent_frames)].transpose(0, 1)
-        samples.append(Sample(hr, x.transpose(0, 1), is_image=False, lq_pending=True, lq_seed=PLAIN_BICUBIC))
+        samples.append(Sample(hr, x.transpose(0, 1), is_image=False, lq_seed=PLAIN_BICUBIC))
     return collate(samples)
 
 

@@ -13,6 +13,7 @@ so a training GPU can degrade its own batches.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import random
@@ -271,8 +272,9 @@ def jpeg_tables(qualities: list[int], device) -> tuple[torch.Tensor, torch.Tenso
     return scaled(JPEG_LUMA), scaled(JPEG_CHROMA)
 
 
-def dct_matrix(device) -> torch.Tensor:
-    """The orthonormal 8-point DCT-II as a matrix: coefficients = D @ block @ Dᵀ."""
+@functools.lru_cache(maxsize=None)
+def dct_matrix(device: torch.device) -> torch.Tensor:
+    """The orthonormal 8-point DCT-II as a matrix: coefficients = D @ block @ Dᵀ (one per device, never written)."""
     k = torch.arange(JPEG_BLOCK, dtype=torch.float64).view(-1, 1)
     n = torch.arange(JPEG_BLOCK, dtype=torch.float64).view(1, -1)
     d = torch.cos(math.pi * (2 * n + 1) * k / (2 * JPEG_BLOCK)) * math.sqrt(2 / JPEG_BLOCK)
@@ -326,7 +328,7 @@ def video_codec(frames: torch.Tensor, codec: str, bitrate: float) -> torch.Tenso
         stream.pix_fmt = "yuv420p"
         stream.bit_rate = int(bitrate)
         for index, frame in enumerate((even.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()):
-            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
             picture.pts = index
             out.mux(stream.encode(picture))
         out.mux(stream.encode())

@@ -183,10 +183,7 @@ class TCDecoder(nn.Module):
             if i == self.skip_at:
                 x = self._head_input(x, b, t, past, skip)
             if isinstance(layer, MemBlock):
-                xs = x.unflatten(0, (b, t))
-                prev = past.get(i, torch.zeros_like(xs[:, :1]))
-                past[i] = xs[:, -1:]
-                x = layer(x, torch.cat([prev, xs[:, :-1]], dim=1).flatten(0, 1))
+                x = layer(x, _predecessors(x, b, t, past, i))
                 continue
             if chunk and isinstance(layer, Upsample2x):
                 per_piece = max(1, chunk // self.decoder[i + 1].stride)  # an Upsample2x is followed by its TGrow
@@ -206,10 +203,7 @@ class TCDecoder(nn.Module):
         if skip is not None:
             parts.append(skip.flatten(0, 1))
         if self.memory_channels:
-            xs = x.unflatten(0, (b, t))
-            prev = past.get(self.skip_at, torch.zeros_like(xs[:, :1]))
-            past[self.skip_at] = xs[:, -1:]
-            parts.append(torch.cat([prev, xs[:, :-1]], dim=1).flatten(0, 1))
+            parts.append(_predecessors(x, b, t, past, self.skip_at))
         return torch.cat(parts, dim=1) if len(parts) > 1 else x
 
     def _run_in_pieces(self, x, start: int, t: int, b: int, past: dict, chunk: int, size: int, skip) -> tuple[torch.Tensor, int]:
@@ -228,6 +222,16 @@ class TCDecoder(nn.Module):
             if isinstance(layer, TGrow):
                 n *= layer.stride
         return n
+
+
+def _predecessors(x: torch.Tensor, b: int, t: int, past: dict, key: int) -> torch.Tensor:
+    """Each of the (b·t, C, H, W) frames' predecessor in its stream: the frame before it, or for
+    the first the last frame of the previous call (``past[key]``, zeros at the start), which
+    is then replaced by this call's last frame."""
+    xs = x.unflatten(0, (b, t))
+    prev = past.get(key, torch.zeros_like(xs[:, :1]))
+    past[key] = xs[:, -1:]
+    return torch.cat([prev, xs[:, :-1]], dim=1).flatten(0, 1)
 
 
 def _more_inputs(weight: torch.Tensor, n: int) -> torch.Tensor:

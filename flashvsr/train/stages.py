@@ -397,7 +397,7 @@ class TCDecoderTask(BaseTask):
         self.vae = load_frozen_vae(cfg, self.device) if cfg.vae else None
         self.student = student_net(cfg, c.student, self.device) if c.latents == "student" else None
         decoder = TCDecoder(cfg.model.tc_decoder)
-        if cfg.init:  # a decoder without the LQ skip can start one with it
+        if cfg.init:  # a narrower decoder (no LQ skip, no head memory, a narrower head) can start this one
             decoder.load_state_dict(decoder.grow_state(component_state(cfg.init, "tc_decoder")))
         if c.restart_output:
             decoder.zero_last_layer()
