@@ -17,5 +17,5 @@ run 1408 768 41
 run 1920 1080 41
 run 2560 1440 25
 run 3840 2160 25
-echo "== 1408×768 with --memory-limit 4 (expected: a clear refusal)"
+echo "== 1408×768 with --memory-limit 4 (session 6: a clear refusal; session 7: runs, weights streamed, 5 tiles)"
 python -m flashvsr bench --frames 9 --warmup 0 --repeats 1 --memory-limit 4 2>&1 | tail -n 3

@@ -3,6 +3,7 @@
 first call apart from the rest), the memory held when it starts and the peak inside it.
 
     python benchmarks/memory_breakdown.py [--height 768 --width 1408 --frames 41] [--compile]
+        [--decoder-chunk 2] [--offload-weights off|on]
 
 Official-size random models, as `flashvsr bench`. Prints a table and one JSON line.
 """
@@ -20,6 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from flashvsr.bench import random_official_models, synthetic_lr_video  # noqa: E402
+from flashvsr.config import DEFAULT_DECODER_FRAME_CHUNK  # noqa: E402
 from flashvsr.pipeline import Upscaler, engine_config, plan_geometry, prepare_frames  # noqa: E402
 
 GB = 1e9
@@ -50,10 +52,14 @@ def main() -> int:
     ap.add_argument("--width", type=int, default=1408)
     ap.add_argument("--frames", type=int, default=41)
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--decoder-chunk", type=int, default=DEFAULT_DECODER_FRAME_CHUNK)
+    ap.add_argument("--offload-weights", choices=("off", "on"), default="off")
     args = ap.parse_args()
     models = random_official_models(30, "tiny", "cuda")
     weights_gb = torch.cuda.memory_allocated() / GB
-    up = Upscaler(models, engine_config("tiny", "cuda", "bfloat16", local_range=11, sparse_ratio=2.0, compile=args.compile))
+    settings = dict(compile=args.compile, decoder_frame_chunk=args.decoder_chunk, offload_weights=args.offload_weights)
+    up = Upscaler(models, engine_config("tiny", "cuda", "bfloat16", local_range=11, sparse_ratio=2.0, **settings))
+    resident_gb = torch.cuda.memory_allocated() / GB  # less than weights_gb when they are streamed
     lr = synthetic_lr_video(args.frames, args.height // 4, args.width // 4)
     geo = plan_geometry(args.height // 4, args.width // 4, width=args.width, height=args.height)
     clock = up.engine.clock = MemoryClock()
@@ -63,10 +69,11 @@ def main() -> int:
             clock.group = "first call" if state.calls == 0 else "later calls"
             up.engine.push(state, prepare_frames(lr[i : i + 8].cuda(), geo, torch.bfloat16))
         up.engine.finish(state)
-    print(f"weights {weights_gb:.2f} GB; {args.width}×{args.height}, {args.frames} frames")
+    print(f"weights {weights_gb:.2f} GB ({resident_gb:.2f} GB on the device), {args.width}×{args.height}, "
+          f"{args.frames} frames, decoder chunk {args.decoder_chunk}, offload weights {args.offload_weights}")
     for (group, name), row in sorted(clock.rows.items()):
         print(f"{group:12s} {name:10s} held {row['held_gb']:6.2f} GB  peak {row['peak_gb']:6.2f} GB")
-    report = {"weights_gb": weights_gb, "rows": {f"{g}/{n}": r for (g, n), r in clock.rows.items()}}
+    report = {"weights_gb": weights_gb, "resident_gb": resident_gb, "settings": settings, "rows": {f"{g}/{n}": r for (g, n), r in clock.rows.items()}}
     print(json.dumps(report))
     return 0
 

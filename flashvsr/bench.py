@@ -49,6 +49,7 @@ class BenchConfig:
     offload_tiles: bool = False
     memory_limit_gb: float = 0.0
     decoder_frame_chunk: int = DEFAULT_DECODER_FRAME_CHUNK
+    offload_weights: str = "auto"
 
 
 @dataclass
@@ -131,7 +132,8 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
         engine_config(cfg.variant, str(device), cfg.dtype, attention_backend=cfg.attention_backend,
                       compile=cfg.compile, tile=cfg.tile, tile_overlap=cfg.tile_overlap,
                       offload_tiles=cfg.offload_tiles, memory_limit_gb=cfg.memory_limit_gb,
-                      decoder_frame_chunk=cfg.decoder_frame_chunk, **settings),
+                      decoder_frame_chunk=cfg.decoder_frame_chunk, offload_weights=cfg.offload_weights,
+                      **settings),
     )
     engine = upscaler.engine
     lr_h, lr_w = cfg.height // cfg.scale, cfg.width // cfg.scale

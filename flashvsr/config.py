@@ -195,7 +195,7 @@ class SparseAttentionConfig:
         return int(self.kv_ratio)
 
 
-DEFAULT_DECODER_FRAME_CHUNK = 2  # 1 halves the TC decoder's full-resolution working set, a little slower
+DEFAULT_DECODER_FRAME_CHUNK = 1  # TC decoder frames at full resolution at a time: 2 is ≈2 % faster, +1.3 GB at 1408×768
 TILE_AUTO, TILE_OFF = "auto", "off"
 DEFAULT_TILE_OVERLAP = PIXEL_MULTIPLE  # one attention window of context shared by neighbouring tiles
 
@@ -225,6 +225,9 @@ class TilingConfig:
             raise ValueError(f"tile overlap must be a multiple of {PIXEL_MULTIPLE} pixels, got {self.overlap}")
 
 
+OFFLOAD_WEIGHTS_MODES = ("auto", "on", "off")  # "auto": only when a frame would not fit otherwise
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """How one stream is run: attention settings, decoder, colour fix, numerics."""
@@ -238,7 +241,12 @@ class EngineConfig:
     attention_backend: str = "auto"  # "auto" | "gather" | "dense" | "flex"
     decoder_frame_chunk: int = DEFAULT_DECODER_FRAME_CHUNK  # TC decoder frames at a time at each upsampled resolution (memory; exact)
     compile: bool = False  # torch.compile the DiT blocks around attention (CUDA; fused element-wise work)
+    offload_weights: str = "auto"  # DiT block weights in host memory, streamed block by block (exact; a little slower)
     tiling: TilingConfig = field(default_factory=TilingConfig)
+
+    def __post_init__(self):
+        if self.offload_weights not in OFFLOAD_WEIGHTS_MODES:
+            raise ValueError(f"offload_weights must be one of {OFFLOAD_WEIGHTS_MODES}, got {self.offload_weights!r}")
 
 
 def _build(cls: type, d: dict[str, Any]) -> Any:

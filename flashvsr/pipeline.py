@@ -14,6 +14,7 @@ padded instead, and the engine returns exactly one output frame per input frame.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import DEFAULT_DECODER_FRAME_CHUNK, DEFAULT_TILE_OVERLAP, PIXEL_MULTIPLE, TILE_AUTO, EngineConfig, SparseAttentionConfig, TilingConfig
-from .engine.memory import TilePlan, enforce_memory_limit, plan_tiles, plannable_bytes
+from .engine.memory import NotEnoughMemory, TilePlan, enforce_memory_limit, plan_tiles, plannable_bytes
 from .engine.state import NoiseSource
 from .engine.stream import StreamingEngine, model_frame_size, resolve_dtype
 from .engine.tiles import EngineStream, TiledStream
@@ -185,9 +186,27 @@ class Upscaler:
 
     def tile_plan(self, geo: Geometry) -> TilePlan:
         """Untiled when the frame fits in free device memory, else tiles (raises
-        :class:`flashvsr.engine.memory.NotEnoughMemory` when nothing fits)."""
+        :class:`flashvsr.engine.memory.NotEnoughMemory` when nothing fits). Exact first: with
+        ``offload_weights="auto"``, a frame that does not fit as it is moves the DiT's weights
+        to host memory (streamed per block, same outputs) before it is cut into tiles."""
+        try:
+            plan = self._plan_tiles(geo)
+            if plan.grid is None or not self._may_stream_weights():
+                return plan
+        except NotEnoughMemory:
+            if not self._may_stream_weights():
+                raise
+        self.engine.stream_weights()
+        return self._plan_tiles(geo)
+
+    def _plan_tiles(self, geo: Geometry) -> TilePlan:
         free = plannable_bytes(self.device, self.config.tiling.memory_limit_gb)
-        return plan_tiles(free, geo.model_h, geo.model_w, self.models, self.config)
+        plan = plan_tiles(free, geo.model_h, geo.model_w, self.models, self.config)
+        return dataclasses.replace(plan, streamed_weights=self.engine.streams_weights)
+
+    def _may_stream_weights(self) -> bool:
+        auto = self.config.offload_weights == "auto" and self.config.tiling.tile == TILE_AUTO
+        return auto and self.engine.streamable_bytes() > 0
 
     def open_stream(self, geo: Geometry, noise: NoiseSource | None = None) -> EngineStream | TiledStream:
         """A stream for ``geo`` (push LQ model frames, then finish), tiled if the plan says so."""
@@ -246,10 +265,12 @@ def engine_config(
     offload_tiles: bool = False,
     memory_limit_gb: float = 0.0,
     decoder_frame_chunk: int = DEFAULT_DECODER_FRAME_CHUNK,
+    offload_weights: str = "auto",
     **attention,
 ) -> EngineConfig:
     return EngineConfig(
         compile=compile,
+        offload_weights=offload_weights,
         decoder_frame_chunk=decoder_frame_chunk,
         tiling=TilingConfig(tile=tile, overlap=tile_overlap, offload=offload_tiles, memory_limit_gb=memory_limit_gb),
         attention=SparseAttentionConfig(**attention),

@@ -104,6 +104,19 @@ def test_tc_decoder_chunking_does_not_change_frames(lq_skip):
         torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)
 
 
+def test_tc_decoder_memory_keeps_one_frame_per_block():
+    """Between calls each memory block keeps its last input frame and nothing more (a view of it
+    would keep the whole piece of frames it was cut from)."""
+    dec = TCDecoder(tiny_models().tc_decoder.cfg)
+    latents = torch.randn(1, 16, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    lq = random_frames(12, 128, 128, seed=5)[None].transpose(1, 2)
+    _, memory = dec.decode(dec.start(), latents, lq, frame_chunk=4)
+    assert memory.past
+    for key, frame in memory.past.items():
+        assert frame.shape[:2] == (1, 1), key
+        assert frame.untyped_storage().nbytes() == frame.numel() * frame.element_size(), key
+
+
 def test_residual_tc_decoder_starts_as_the_identity_on_lq_frames():
     cfg = replace(tiny_models().tc_decoder.cfg, residual=True)
     dec = TCDecoder(cfg)

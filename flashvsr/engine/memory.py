@@ -7,10 +7,10 @@ model and for small test models alike:
     peak  = held + the largest transient (DiT activations or TC decoder activations)
 
 Checked against H100 measurements of the official model in bf16 (41-frame streams; model
-frames padded to 128): weights ≈ 3.9 GB; 1408×768 held 9.6 GB, peak 13.0 GB; 1920×1152 held
-15.7, peak 22.8; 2560×1536 held 25.1, peak 37.7 (tests/test_tiles.py keeps them within 5 %).
-Tiled with idle tiles offloaded, the same H100 peaked at 22.7 GB for 2560×1440 as 2×1 tiles of
-1408×1536, and 18.6 GB for 3840×2160 as 3×2 tiles of 1408×1152 (8-frame pushes).
+frames padded to 128; decoder chunk 1; session 7): weights ≈ 3.9 GB; 1408×768 held 9.0 GB, peak
+11.1 GB; 1920×1152 held 14.6, peak 18.8; 2560×1536 held 23.0, peak 30.5 (tests/test_tiles.py keeps
+them within 5 %). With the DiT's weights streamed from host memory (engine/offload.py) the
+1408×768 peak is 8.4 GB.
 """
 
 from __future__ import annotations
@@ -38,11 +38,12 @@ FP8_BYTES = 1  # the fp8 KV cache format
 RGB = 3
 LQ_FRAMES_HELD = plan_call(1).lq_needed  # pending LQ frames peak just before call 1 runs
 OUTPUT_FRAMES_HELD = plan_call(0).decode[1]  # call 0 returns 21 frames at once
-DECODER_PAST_FRAMES = WINDOW[0]  # each TC memory block keeps its last input piece: 2 frames
-# calibrated on the H100 at 1408×768 with chunks of 2 and 1 frames (13.0 and 12.1 GB peaks): the TC
-# decoder's peak holds ≈5.7 full-resolution last-stage tensors whatever the chunk, plus ≈3.3 per chunk frame
-DECODER_LIVE_FIXED = 5.7
-DECODER_LIVE_PER_FRAME = 3.3
+DECODER_PAST_FRAMES = 1  # each TC memory block keeps its last input frame
+# calibrated on the H100 at 1408×768 with chunks of 1 and 2 frames (11.1 and 12.4 GB peaks, session 7): the TC
+# decoder's peak holds ≈2 full-resolution last-stage tensors plus ≈4.9 per chunk frame (activations and
+# cuDNN's workspace, which it takes when memory is free and does without on a fuller card)
+DECODER_LIVE_FIXED = 2.0
+DECODER_LIVE_PER_FRAME = 4.9
 DIT_LIVE_DIMS = 5  # residual stream, q, k, v, attention output
 DIT_LIVE_FFNS = 2  # the FFN hidden layer before and after its activation
 VAE_STAGE_CONVS = 6  # causal convs per Wan VAE decoder stage that keep history (rough, uncalibrated)
@@ -82,13 +83,15 @@ class TilePlan:
     free: int | None = None
     reason: str = ""  # why untiled
     overlap: int = 0
+    streamed_weights: bool = False  # the DiT blocks' weights live in host memory (engine.stream_weights)
 
     def describe(self) -> str:
         budget = f" (needs about {format_bytes(self.needed)} of {format_bytes(self.free)} free)" if self.free else ""
+        weights = "; DiT weights streamed from host memory" if self.streamed_weights else ""
         if self.grid is None:
-            return f"tiling: none, {self.reason}{budget}"
+            return f"tiling: none, {self.reason}{budget}{weights}"
         host = ", idle tiles in host memory" if self.offload else ""
-        return f"tiling: {self.grid.describe()}, overlap {self.overlap} px{host}{budget}"
+        return f"tiling: {self.grid.describe()}, overlap {self.overlap} px{host}{budget}{weights}"
 
 
 def format_bytes(n: int) -> str:

@@ -23,6 +23,8 @@ from ..attention.masks import window_permutation
 from ..colorfix import color_fix
 from ..config import PIXEL_MULTIPLE, TOKEN_PIXELS, VAE_SPATIAL_FACTOR, VAE_TEMPORAL_FACTOR, WINDOW, EngineConfig
 from ..models import FlashVSRModels
+from ..models.dit import DiTBlock, resident_weights
+from .offload import SLOTS, StreamedBlocks
 from .schedule import CallPlan, calls_to_cover, plan_call
 from .state import NoiseSource, SeededNoise, StreamState, StreamTracer
 from .timing import NullClock, StageClock
@@ -51,6 +53,32 @@ class StreamingEngine:
         self._speed_up(models, config)
         with torch.no_grad():
             self.conditioning = models.dit.condition(models.context)
+        self.block_weights = resident_weights
+        if config.offload_weights == "on":
+            self.stream_weights()
+
+    # -- where the DiT's weights live ------------------------------------------------------------
+    @property
+    def streams_weights(self) -> bool:
+        return isinstance(self.block_weights, StreamedBlocks)
+
+    def stream_weights(self) -> None:
+        """Move the DiT blocks' weights to host memory; each DiT call streams them back block
+        by block (the same outputs, ≈ 2.6 GB less device memory for the official model)."""
+        if self.streams_weights:
+            return
+        self.block_weights = StreamedBlocks(self.models.dit.blocks, self.device, host_only=DiTBlock.CONDITIONING_ONLY)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()  # hand the blocks' device memory back for streams (and other programs)
+
+    def streamable_bytes(self) -> int:
+        """Device memory that :meth:`stream_weights` would free (the blocks' weights, less the
+        block buffers it keeps)."""
+        if self.streams_weights or self.device.type == "cpu":
+            return 0
+        blocks = [list(b.parameters()) for b in self.models.dit.blocks]
+        sizes = [sum(p.numel() * p.element_size() for p in ps) for ps in blocks]
+        return sum(sizes) - SLOTS * max(sizes)
 
     def _speed_up(self, models: FlashVSRModels, config: EngineConfig) -> None:
         if config.compile and self.device.type == "cuda":
@@ -172,7 +200,13 @@ class StreamingEngine:
         order = window_permutation(plan.latent_count, att.tokens_h, att.tokens_w, self.device)
         with self.clock.section("dit"):
             velocity = self.models.dit(
-                noise.to(self.dtype), self.conditioning, attention, tokens, plan.latent_start, token_order=order
+                noise.to(self.dtype),
+                self.conditioning,
+                attention,
+                tokens,
+                plan.latent_start,
+                token_order=order,
+                block_weights=self.block_weights,
             )
         state.slots.order = list(cache.after)
         latents = noise - velocity.float()

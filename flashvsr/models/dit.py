@@ -11,8 +11,9 @@ cross-attention keys/values of the fixed text context — is computed once by
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,14 @@ class AttentionFn(Protocol):
     order, already normalised and rotated; returns (B, L, heads · head_dim)."""
 
     def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor: ...
+
+
+BlockWeights = Callable[[int], AbstractContextManager]  # ``with weights(i):`` block i's weights are on the device
+
+
+def resident_weights(index: int) -> AbstractContextManager:
+    """The usual case: every block's weights stay where they are."""
+    return nullcontext()
 
 
 def dense_attention(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -168,6 +177,8 @@ class CrossAttention(AttentionProjections):
 
 
 class DiTBlock(nn.Module):
+    CONDITIONING_ONLY = ("cross_attn.k.", "cross_attn.v.", "cross_attn.norm_k.")  # used by condition() alone
+
     def __init__(self, cfg: DiTConfig):
         super().__init__()
         self.eps = cfg.eps
@@ -293,11 +304,13 @@ class WanDiT(nn.Module):
         lq_tokens: torch.Tensor | None = None,
         time_offset: int = 0,
         token_order: torch.Tensor | None = None,
+        block_weights: BlockWeights = resident_weights,
     ) -> torch.Tensor:
         """Velocity prediction for ``latents`` (B, 16, f, H/8, W/8); ``lq_tokens`` (B, L, dim)
         from the LR projection are added before block 0. RoPE time positions start at
         ``time_offset``. With ``token_order`` (a permutation of the (t, y, x) tokens, e.g.
-        window order) the blocks and ``attention`` see tokens in that order."""
+        window order) the blocks and ``attention`` see tokens in that order. ``block_weights``
+        brings each block's weights to the device for its turn (streamed from host memory)."""
         grid = self.token_grid(latents)
         x = self.patchify(latents.to(self.patch_embedding.weight.dtype))
         if lq_tokens is not None:
@@ -306,7 +319,7 @@ class WanDiT(nn.Module):
         cos, sin = (t.to(x.device) for t in rope_cos_sin(positions, grid[1], grid[2], self.cfg.head_dim))
         if token_order is not None:
             x, cos, sin = x[:, token_order], cos[token_order], sin[token_order]
-        x = self.forward_tokens(x, cond, (cos, sin), attention)
+        x = self.forward_tokens(x, cond, (cos, sin), attention, block_weights)
         if token_order is not None:
             x = x[:, torch.argsort(token_order)]
         return self.unpatchify(x, grid)
@@ -316,7 +329,12 @@ class WanDiT(nn.Module):
         return latents.shape[2] // pt, latents.shape[3] // py, latents.shape[4] // px
 
     def forward_tokens(
-        self, x: torch.Tensor, cond: DiTConditioning, rope: tuple[torch.Tensor, torch.Tensor], attention: AttentionFn
+        self,
+        x: torch.Tensor,
+        cond: DiTConditioning,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        attention: AttentionFn,
+        block_weights: BlockWeights = resident_weights,
     ) -> torch.Tensor:
         """The transformer on patch tokens (B, L, dim) → head outputs (B, L, pt·py·px·C).
         Token order is free as long as ``rope`` and ``attention`` follow it (packed training)."""
@@ -326,5 +344,6 @@ class WanDiT(nn.Module):
                     block, x, cond.t_mod, cond.text_kv[i], rope, attention, i, use_reentrant=False
                 )
             else:
-                x = block(x, cond.t_mod, cond.text_kv[i], rope, attention, i)
+                with block_weights(i):
+                    x = block(x, cond.t_mod, cond.text_kv[i], rope, attention, i)
         return self.head(x, cond.t_emb)

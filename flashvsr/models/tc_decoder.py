@@ -174,26 +174,28 @@ class TCDecoder(nn.Module):
         torch.nn.init.zeros_(last.bias)
 
     def _run(self, x, start: int, t: int, b: int, past: dict, chunk: int, skip) -> tuple[torch.Tensor, int]:
-        """Layers ``start…`` on (b·t, C, H, W); memory blocks read and update ``past``. With
-        ``chunk``, every upsampling + temporal growth (and what follows) runs on few enough
-        frames at a time that at most ``chunk`` frames exist at the new resolution. ``skip``:
-        the LQ frames (b, frames out, 3, H, W) that these frames become, with ``lq_skip``."""
-        for i in range(start, len(self.decoder)):
+        """Layers ``start…`` on (b·t, C, H, W); memory blocks read and update ``past``. Each
+        upsampling + temporal growth pair runs growth first, at the low resolution (a 1×1 conv
+        commutes with nearest upsampling); with ``chunk``, the grown frames are then upsampled and
+        carried on ``chunk`` at a time, so at most that many frames exist at the new resolution.
+        ``skip``: the LQ frames (b, frames out, 3, H, W) that these frames become, with ``lq_skip``."""
+        i = start
+        while i < len(self.decoder):
             layer = self.decoder[i]
             if i == self.skip_at:
                 x = self._head_input(x, b, t, past, skip)
             if isinstance(layer, MemBlock):
                 x = layer(x, _predecessors(x, b, t, past, i))
-                continue
-            if chunk and isinstance(layer, Upsample2x):
-                per_piece = max(1, chunk // self.decoder[i + 1].stride)  # an Upsample2x is followed by its TGrow
-                if t > per_piece:
-                    return self._run_in_pieces(x, i, t, b, past, chunk, per_piece, skip)
-            x = layer(x)
-            if isinstance(layer, TGrow):
-                t *= layer.stride
-                if chunk and t > chunk and i + 1 < len(self.decoder):  # growth beyond the chunk (chunk < stride)
-                    return self._run_in_pieces(x, i + 1, t, b, past, chunk, chunk, skip)
+            elif isinstance(layer, Upsample2x):  # always followed by its TGrow
+                grow = self.decoder[i + 1]
+                x, t = grow(x), t * grow.stride
+                if chunk and t > chunk:
+                    return self._run_in_pieces(x, i, t, b, past, chunk, skip)
+                x = layer(x)
+                i += 1
+            else:
+                x = layer(x)
+            i += 1
         return x, t
 
     def _head_input(self, x: torch.Tensor, b: int, t: int, past: dict, skip) -> torch.Tensor:
@@ -206,12 +208,17 @@ class TCDecoder(nn.Module):
             parts.append(_predecessors(x, b, t, past, self.skip_at))
         return torch.cat(parts, dim=1) if len(parts) > 1 else x
 
-    def _run_in_pieces(self, x, start: int, t: int, b: int, past: dict, chunk: int, size: int, skip) -> tuple[torch.Tensor, int]:
-        """Layers ``start…`` on ``size`` frames at a time, in time order (``past`` carries over)."""
-        pieces = x.unflatten(0, (b, t)).split(size, dim=1)
-        growth = self._growth_from(start)
-        skips = skip.split(size * growth, dim=1) if skip is not None else [None] * len(pieces)
-        outs = [self._run(p.flatten(0, 1), start, p.shape[1], b, past, chunk, s) for p, s in zip(pieces, skips)]
+    def _run_in_pieces(self, x, upsample: int, t: int, b: int, past: dict, chunk: int, skip) -> tuple[torch.Tensor, int]:
+        """Grown low-resolution frames upsampled by layer ``upsample`` and run through the rest
+        ``chunk`` at a time, in time order (``past`` carries over)."""
+        pieces = x.unflatten(0, (b, t)).split(chunk, dim=1)
+        rest = upsample + 2  # after the upsampling and its growth
+        growth = self._growth_from(rest)
+        skips = skip.split(chunk * growth, dim=1) if skip is not None else [None] * len(pieces)
+        outs = [
+            self._run(self.decoder[upsample](p.flatten(0, 1)), rest, p.shape[1], b, past, chunk, s)
+            for p, s in zip(pieces, skips)
+        ]
         frames = torch.cat([o.unflatten(0, (b, n)) for o, n in outs], dim=1)
         return frames.flatten(0, 1), frames.shape[1]
 
@@ -230,7 +237,7 @@ def _predecessors(x: torch.Tensor, b: int, t: int, past: dict, key: int) -> torc
     is then replaced by this call's last frame."""
     xs = x.unflatten(0, (b, t))
     prev = past.get(key, torch.zeros_like(xs[:, :1]))
-    past[key] = xs[:, -1:]
+    past[key] = xs[:, -1:].clone()  # a copy: a view would keep all t frames alive until the next call
     return torch.cat([prev, xs[:, :-1]], dim=1).flatten(0, 1)
 
 
