@@ -355,3 +355,17 @@ def test_stage_figures_script_measures_the_stage_relations(trained: Path, tmp_pa
     assert set(mean["flow_mse@1.0"]) == {"stage1_full", "stage1_sparse_causal", "stage2_sparse_causal"}
     assert mean["teacher_1"]["latent_mse"] == pytest.approx(mean["flow_mse@1.0"]["stage1_full"], rel=1e-4)
     assert all(np.isfinite(mean[k]["psnr_y"]) for k in ("student", "teacher_4", "teacher_25"))
+
+
+def test_temporal_loss_kinds():
+    """The decoder's flicker term: MSE (default) or L1 on frame-to-frame changes; nothing else."""
+    from flashvsr.train.config import DecoderLossConfig
+    from flashvsr.train.stages import CHANGE_LOSSES
+
+    with pytest.raises(ValueError, match="temporal_loss"):
+        DecoderLossConfig(temporal_loss="huber")
+    still = torch.zeros(1, 3, 4, 8, 8)
+    flicker = still.clone()
+    flicker[:, :, 1] += 0.1  # one frame a little brighter: two changes of 0.1 the truth does not have
+    for kind, expected in (("mse", 2 / 3 * 0.01), ("l1", 2 / 3 * 0.1)):
+        assert CHANGE_LOSSES[kind](flicker.diff(dim=2), still.diff(dim=2)).item() == pytest.approx(expected)

@@ -108,6 +108,9 @@ class DMDConfig:
     latent_mse_weight: float = 0.0  # extra regression to the VAE latents (not in the paper; for tiny runs)
 
 
+TEMPORAL_LOSSES = ("mse", "l1")
+
+
 @dataclass(frozen=True)
 class DecoderLossConfig:
     """TC decoder: MSE (+ LPIPS) to ground truth and to the VAE decoder on the same latents."""
@@ -121,8 +124,13 @@ class DecoderLossConfig:
     latents: str = "vae"  # "vae" (paper) or "student": the one-step DiT's own latents, as at inference
     student: str = ""  # model folder or Stage-3 checkpoint providing the student (latents = "student")
     restart_output: bool = False  # zero the last layer after loading `init` (switching to a residual decoder)
-    temporal_weight: float = 0.0  # MSE between the output's and the ground truth's frame-to-frame changes
+    temporal_weight: float = 0.0  # loss on the output's frame-to-frame changes against the ground truth's
     #                               (not in the paper): flicker costs more than its share of the pixel MSE
+    temporal_loss: str = "mse"  # "mse", or "l1": small flickers in still regions weigh as much as motion errors
+
+    def __post_init__(self):
+        if self.temporal_loss not in TEMPORAL_LOSSES:
+            raise ValueError(f"temporal_loss must be one of {TEMPORAL_LOSSES}, got {self.temporal_loss!r}")
 
 
 @dataclass(frozen=True)

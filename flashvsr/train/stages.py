@@ -38,6 +38,7 @@ from .trainer import Trainer, checkpoint_weights, load_checkpoint
 INFERENCE_TIMESTEP = 1000.0
 SCORE_SEED = 0  # the held-out score draws the same noise and attention settings every time
 LATENT_STATS_MOMENTUM = 0.99
+CHANGE_LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}  # DecoderLossConfig.temporal_loss
 
 
 # --------------------------------------------------------------------------------------------
@@ -436,8 +437,9 @@ class TCDecoderTask(BaseTask):
         loss = c.gt_weight * gt_mse + c.lpips_weight * self.lpips(frames, hr)
         losses = {"gt_mse": gt_mse}
         if c.temporal_weight:
-            losses["temporal_mse"] = F.mse_loss(frames.diff(dim=2), hr.diff(dim=2))
-            loss = loss + c.temporal_weight * losses["temporal_mse"]
+            name = f"temporal_{c.temporal_loss}"
+            losses[name] = CHANGE_LOSSES[c.temporal_loss](frames.diff(dim=2), hr.diff(dim=2))
+            loss = loss + c.temporal_weight * losses[name]
         if c.vae_weight:  # the VAE decoder's output on the same latents is a second target
             with torch.no_grad():
                 vae_frames = self.vae.decode(latents)
