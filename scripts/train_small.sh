@@ -6,9 +6,9 @@
 #   PHASE: all (default), 1 (curation, VAE, Stage 1 ∥ TC decoder), 2 (Stages 2, 3, export),
 #   3 (residual TC decoder fine-tuned on the student's own latents, swapped into the model) or
 #   4 (that decoder with the full-resolution LQ skip: bicubic ×4 at native resolution, then a
-#   temporal loss and softened ground truth, then a frame-recurrent head; swapped into the
+#   temporal loss and softened ground truth, then a frame-recurrent head, then an L1 flicker loss; swapped into the
 #   model), so that a machine with
-#   a per-command time limit can run it in a few commands (4a … 4e run phase 4's parts).
+#   a per-command time limit can run it in a few commands (4a … 4g run phase 4's parts).
 # Stage time budgets in minutes (VAE_MIN, S1_MIN, S2_MIN, S3_MIN, TC_MIN, FT_MIN, SKIP_MIN) and
 # extra --set overrides for every stage (EXTRA_SET) come from the environment.
 set -euo pipefail
@@ -89,8 +89,14 @@ if [ "$PHASE" = all ] || [[ "$PHASE" == 4* ]]; then
     skip_part d tcdecoder_skip_t5 tcdecoder_skip_t20 20
     # the full-resolution head also reads the previous frame's features (grown from 4d's)
     skip_part e tcdecoder_skip_t20 tcdecoder_skip_memory 50 --set model.tc_decoder.head_memory=true
-    if runs_part e; then
+    # flicker priced as L1 on the frame-to-frame changes (small flickers weigh as much as motion errors),
+    # twice from the previous part's last EMA weights at half the learning rate
+    skip_part f tcdecoder_skip_memory tcdecoder_l1 3 --set model.tc_decoder.head_memory=true \
+        --set decoder_loss.temporal_loss=l1 --set optim.lr=1e-4 --set "init=$(realpath -m "$OUT/tcdecoder_skip_memory/final.pt")"
+    skip_part g tcdecoder_l1 tcdecoder_l1_more 3 --set model.tc_decoder.head_memory=true \
+        --set decoder_loss.temporal_loss=l1 --set optim.lr=1e-4 --set "init=$(realpath -m "$OUT/tcdecoder_l1/final.pt")"
+    if runs_part g; then
         echo "== replace decoder"
-        "${FLASHVSR[@]}" train replace-decoder "$OUT/model" --tc-decoder "$OUT/tcdecoder_skip_memory/final.pt" -o "$OUT/model_skip"
+        "${FLASHVSR[@]}" train replace-decoder "$OUT/model" --tc-decoder "$OUT/tcdecoder_l1_more/final.pt" -o "$OUT/model_skip"
     fi
 fi

@@ -42,10 +42,6 @@ class StreamedBlocks:
         self.ready = [torch.cuda.Event() if cuda else None for _ in range(SLOTS)]  # copy into the slot done
         self.free = [torch.cuda.Event() if cuda else None for _ in range(SLOTS)]  # last block using it done
 
-    @property
-    def device_bytes(self) -> int:
-        return sum(s.numel() * s.element_size() for s in self.slots)
-
     @contextmanager
     def __call__(self, index: int) -> Iterator[None]:
         slot = self._fetch(index, avoid=None)

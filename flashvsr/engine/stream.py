@@ -64,7 +64,8 @@ class StreamingEngine:
 
     def stream_weights(self) -> None:
         """Move the DiT blocks' weights to host memory; each DiT call streams them back block
-        by block (the same outputs, ≈ 2.6 GB less device memory for the official model)."""
+        by block (the same outputs, ≈ 2.6 GB less device memory for the official model). Later
+        streams keep it so: an engine does not move weights back and forth between streams."""
         if self.streams_weights:
             return
         self.block_weights = StreamedBlocks(self.models.dit.blocks, self.device, host_only=DiTBlock.CONDITIONING_ONLY)
