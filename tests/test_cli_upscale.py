@@ -322,13 +322,15 @@ def test_bench_reports_fps_stage_times_and_its_settings(tmp_path):
     """`flashvsr bench` end to end on CPU, at a toy size with one official-width DiT block."""
     out = tmp_path / "bench.json"
     args = ["bench", "--device", "cpu", "--layers", "1", "--height", "128", "--width", "256", "--frames", "5",
-            "--warmup", "0", "--repeats", "1", "--compile", "--decoder-chunk", "1", "--json", str(out)]  # fmt: skip
+            "--warmup", "0", "--repeats", "1", "--compile", "--decoder-chunk", "2", "--offload-weights", "on",
+            "--json", str(out)]  # fmt: skip
     assert cli.main(args) == 0
     result = json.loads(out.read_text())
     assert result["fps"] > 0 and result["config"]["compile"] and result["config"]["layers"] == 1
-    assert result["config"]["decoder_frame_chunk"] == 1
+    assert result["config"]["decoder_frame_chunk"] == 2 and result["config"]["offload_weights"] == "on"
     assert {"lq_proj", "dit", "decode"} <= set(result["stage_ms_per_8_frames"])
     assert result["tiling"].startswith("tiling: none") and result["config"]["tile"] == "auto"
+    assert result["tiling"].endswith("DiT weights streamed from host memory")
     tiled = cli.build_parser().parse_args(["bench", "--tile", "256x128", "--tile-overlap", "256", "--offload-tiles",
                                            "--memory-limit", "24", "--decoder-chunk", "1", "--kv-cache", "fp8"])  # fmt: skip
     assert (tiled.tile, tiled.tile_overlap, tiled.offload_tiles, tiled.memory_limit) == ((128, 256), 256, True, 24.0)
