@@ -61,7 +61,8 @@ def test_blocks_live_in_host_buffers_between_their_turns():
     for name, p in blocks[1].named_parameters():  # the values are the block's own, untouched
         assert torch.equal(p, before[name]), name
     # the conditioning-only weights are never copied: the slots hold the rest
-    streamed_numel = sum(p.numel() for n, p in blocks[1].named_parameters() if not n.startswith(DiTBlock.CONDITIONING_ONLY))
+    named = blocks[1].named_parameters()
+    streamed_numel = sum(p.numel() for n, p in named if not n.startswith(DiTBlock.CONDITIONING_ONLY))
     assert host.numel() == streamed_numel < sum(p.numel() for p in blocks[1].parameters())
 
 

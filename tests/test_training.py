@@ -359,9 +359,10 @@ def test_stage_figures_script_measures_the_stage_relations(trained: Path, tmp_pa
 
 def test_temporal_loss_kinds():
     """The decoder's flicker term: MSE (default) or L1 on frame-to-frame changes; nothing else."""
-    from flashvsr.train.config import DecoderLossConfig
+    from flashvsr.train.config import TEMPORAL_LOSSES, DecoderLossConfig
     from flashvsr.train.stages import CHANGE_LOSSES
 
+    assert set(CHANGE_LOSSES) == set(TEMPORAL_LOSSES)  # every name the config accepts has a loss
     with pytest.raises(ValueError, match="temporal_loss"):
         DecoderLossConfig(temporal_loss="huber")
     still = torch.zeros(1, 3, 4, 8, 8)

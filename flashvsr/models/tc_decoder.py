@@ -208,7 +208,9 @@ class TCDecoder(nn.Module):
             parts.append(_predecessors(x, b, t, past, self.skip_at))
         return torch.cat(parts, dim=1) if len(parts) > 1 else x
 
-    def _run_in_pieces(self, x, upsample: int, t: int, b: int, past: dict, chunk: int, skip) -> tuple[torch.Tensor, int]:
+    def _run_in_pieces(
+        self, x, upsample: int, t: int, b: int, past: dict, chunk: int, skip
+    ) -> tuple[torch.Tensor, int]:
         """Grown low-resolution frames upsampled by layer ``upsample`` and run through the rest
         ``chunk`` at a time, in time order (``past`` carries over)."""
         pieces = x.unflatten(0, (b, t)).split(chunk, dim=1)
