@@ -1,6 +1,7 @@
-"""Profile steady-state streaming calls at a given size; prints the top CUDA kernels.
+"""Profile steady-state streaming calls at a given size; prints the top CUDA kernels and how
+busy the GPU was (summed kernel time against the calls' elapsed time).
 
-    python benchmarks/profile_call.py [--height 768 --width 1408] [--out trace.txt]
+    python benchmarks/profile_call.py [--height 768 --width 1408] [--compile] [--no-graphs] [--out trace.txt]
 """
 
 from __future__ import annotations
@@ -16,31 +17,50 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from flashvsr.bench import random_official_models, synthetic_lr_video  # noqa: E402
 from flashvsr.pipeline import Upscaler, engine_config, plan_geometry, prepare_frames  # noqa: E402
 
+SETTLE_FRAMES = 61  # calls 0–5: compiles, and captures every steady-state slot plan's graph
+PROFILED_FRAMES = 16  # two steady-state calls
+
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--height", type=int, default=768)
     ap.add_argument("--width", type=int, default=1408)
     ap.add_argument("--layers", type=int, default=30)
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--no-graphs", action="store_true")
     ap.add_argument("--out")
     args = ap.parse_args()
     models = random_official_models(args.layers, "tiny", "cuda")
-    up = Upscaler(models, engine_config("tiny", "cuda", "bfloat16", local_range=11, sparse_ratio=2.0))
-    lr = synthetic_lr_video(57, args.height // 4, args.width // 4)
+    cfg = engine_config("tiny", "cuda", "bfloat16", local_range=11, sparse_ratio=2.0, compile=args.compile,
+                        cuda_graphs=not args.no_graphs, offload_weights="off")  # fmt: skip
+    up = Upscaler(models, cfg)
+    total = SETTLE_FRAMES + PROFILED_FRAMES
+    lr = synthetic_lr_video(total, args.height // 4, args.width // 4)
     geo = plan_geometry(args.height // 4, args.width // 4, width=args.width, height=args.height)
     eng = up.engine
     state = eng.start(geo.model_h, geo.model_w, content=geo.content)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     with torch.no_grad():
         prep = lambda a, b: prepare_frames(lr[a:b].cuda(), geo, torch.bfloat16)  # noqa: E731
-        eng.push(state, prep(0, 41))  # call 0 and call 1: compiles
+        eng.push(state, prep(0, SETTLE_FRAMES))
+        later = prep(SETTLE_FRAMES, total)
         torch.cuda.synchronize()
         with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
-            eng.push(state, prep(41, 57))  # two steady-state calls
+            start.record()
+            eng.push(state, later)
+            end.record()
             torch.cuda.synchronize()
-    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=70)
+    elapsed = start.elapsed_time(end)
+    on_gpu = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]  # kernels and copies
+    kernels = sum(e.self_device_time_total for e in on_gpu) / 1e3
+    summary = (f"{args.width}×{args.height}, compile {args.compile}, graphs {not args.no_graphs}: "
+               f"{len(state.graphs.captured)} graphs; two calls {elapsed:.1f} ms elapsed, "
+               f"kernels {kernels:.1f} ms ({100 * kernels / elapsed:.0f} % busy)")  # fmt: skip
+    table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=45, max_name_column_width=70)
+    print("SUMMARY", summary)
     print(table)
     if args.out:
-        Path(args.out).write_text(table)
+        Path(args.out).write_text(summary + "\n" + table)
     return 0
 
 

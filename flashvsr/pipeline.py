@@ -260,6 +260,8 @@ def engine_config(
     seed: int = 0,
     attention_backend: str = "auto",
     compile: bool = False,
+    cuda_graphs: bool = False,
+    decoder_channels_last: bool = True,
     tile: str | tuple[int, int] = TILE_AUTO,
     tile_overlap: int = DEFAULT_TILE_OVERLAP,
     offload_tiles: bool = False,
@@ -270,6 +272,8 @@ def engine_config(
 ) -> EngineConfig:
     return EngineConfig(
         compile=compile,
+        cuda_graphs=cuda_graphs,
+        decoder_channels_last=decoder_channels_last,
         offload_weights=offload_weights,
         decoder_frame_chunk=decoder_frame_chunk,
         tiling=TilingConfig(tile=tile, overlap=tile_overlap, offload=offload_tiles, memory_limit_gb=memory_limit_gb),

@@ -147,3 +147,55 @@ def test_wavelet_keeps_output_detail_and_lq_low_band():
     _, ref_low = wavelet_bands(ref[:, :, 0])
     assert (out_low - ref_low).abs().mean() < 0.02
 
+
+
+class ReplayByRunning:
+    """Stands in for a CUDA graph on the CPU: a replay runs the recorded function on the
+    captured buffers and writes the captured output buffer, as a real replay does."""
+
+    def __init__(self, fn, buffers, output):
+        self.fn, self.buffers, self.output, self.replays = fn, buffers, output, 0
+
+    def replay(self):
+        self.output.copy_(self.fn(*self.buffers))
+        self.replays += 1
+
+
+def test_call_graphs_warm_each_shape_then_capture_each_slot_plan_once(monkeypatch):
+    from flashvsr.engine.graphs import CallGraphs, CapturedCall
+
+    def fake_capture(self, transformer, inputs):
+        buffers = tuple(t.clone() for t in inputs)
+        output = transformer(*buffers)
+        return CapturedCall(ReplayByRunning(transformer, buffers, output), buffers, output)
+
+    monkeypatch.setattr(CallGraphs, "_capture", fake_capture)
+    eager_calls = []
+
+    def transformer(x, cos, sin):
+        eager_calls.append(x.shape)
+        return x * cos + sin
+
+    graphs = CallGraphs()
+    gen = torch.Generator().manual_seed(0)
+    inputs = lambda: tuple(torch.randn(4, 3, generator=gen) for _ in range(3))  # noqa: E731
+    for call, plan in enumerate(["a", "a", "b", "c", "a", "b", "c"]):
+        x, cos, sin = inputs()
+        out = graphs.run(("shape", plan), transformer, (x, cos, sin))
+        torch.testing.assert_close(out, x * cos + sin)  # every call computes its own inputs
+    assert set(graphs.captured) == {("shape", p) for p in "abc"}
+    # call 0 eager (warm-up), the first call of each plan captured (recording runs it once here)
+    assert len(eager_calls) == 1 + 3 + sum(e.graph.replays for e in graphs.captured.values())
+    assert [graphs.captured[("shape", p)].graph.replays for p in "abc"] == [2, 2, 2]
+
+
+def test_graphs_are_not_used_on_the_cpu_and_move_state_drops_them(tiny_engine):
+    from flashvsr.engine.state import move_state
+
+    engine = StreamingEngine(tiny_engine.models, EngineConfig(device="cpu", dtype="float32", cuda_graphs=True))
+    state = engine.start(128, 128)
+    out = torch.cat([engine.push(state, random_frames(29, 128, 128)), engine.finish(state)])
+    assert out.shape[0] == 29 and not state.graphs.captured and not state.graphs.warm_shapes
+    state.graphs.captured["stale"] = object()
+    move_state(state, "cpu")
+    assert not state.graphs.captured

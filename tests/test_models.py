@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from flashvsr.models.dit import dense_attention, rope_cos_sin, rope_split, sinusoidal_embedding
-from flashvsr.models.lq_proj import LQProjCache
+from flashvsr.models.lq_proj import LQProjCache, time_conv_as_2d
 from flashvsr.models.tc_decoder import TCDecoder, lq_condition
 
 from .conftest import random_frames, tiny_models
@@ -113,8 +113,37 @@ def test_tc_decoder_memory_keeps_one_frame_per_block():
     _, memory = dec.decode(dec.start(), latents, lq, frame_chunk=4)
     assert memory.past
     for key, frame in memory.past.items():
-        assert frame.shape[:2] == (1, 1), key
+        assert frame.shape[0] == 1, key
         assert frame.untyped_storage().nbytes() == frame.numel() * frame.element_size(), key
+
+
+@pytest.mark.parametrize("steps", [4, 6, 9])
+def test_time_strided_conv_as_one_2d_conv_equals_the_3d_conv(steps):
+    conv = torch.nn.Conv3d(12, 8, (4, 3, 3), stride=(2, 1, 1)).double()
+    x = torch.randn(2, 12, steps, 10, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(steps))
+    torch.testing.assert_close(time_conv_as_2d(conv, x), conv(x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("extras", [{}, {"lq_skip": True, "head_memory": True}])
+def test_tc_decoder_in_channels_last_layout_gives_the_same_frames(extras):
+    """``channels_last`` keeps every convolution's input in that layout (no conversion around
+    each one on a GPU) and changes no value, streamed and in frame chunks."""
+    dec = TCDecoder(replace(tiny_models().tc_decoder.cfg, **extras)).to(memory_format=torch.channels_last)
+    latents = torch.randn(1, 16, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    lq = random_frames(12, 128, 128, seed=6)[None].transpose(1, 2)
+    layouts = []
+    for conv in (m for m in dec.modules() if isinstance(m, torch.nn.Conv2d)):
+        conv.register_forward_pre_hook(
+            lambda m, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last))
+        )
+    plain, _ = dec.decode(dec.start(), latents, lq)
+    layouts.clear()
+    mem, parts = dec.start(), []
+    for i, j in ((0, 1), (1, 3)):
+        out, mem = dec.decode(mem, latents[:, :, i:j], lq[:, :, 4 * i : 4 * j], frame_chunk=1, channels_last=True)
+        parts.append(out)
+    assert layouts and all(layouts)
+    torch.testing.assert_close(torch.cat(parts, dim=2), plain, rtol=1e-5, atol=1e-5)
 
 
 def test_residual_tc_decoder_starts_as_the_identity_on_lq_frames():

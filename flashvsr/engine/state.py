@@ -14,6 +14,7 @@ from ..config import VAE_SPATIAL_FACTOR
 from ..models.lq_proj import LQProjCache
 from ..models.tc_decoder import TCDecoderMemory
 from ..models.wan_vae import CausalCache
+from .graphs import CallGraphs
 
 
 class NoiseSource(Protocol):
@@ -73,19 +74,21 @@ class StreamState:
     calls: int = 0  # DiT calls done
     finished: bool = False
     tracer: StreamTracer | None = None
+    graphs: CallGraphs = field(default_factory=CallGraphs)  # captured DiT calls (CUDA), tied to the KV rings
 
     @property
     def latent_shape(self) -> tuple[int, int]:
         return self.height // VAE_SPATIAL_FACTOR, self.width // VAE_SPATIAL_FACTOR
 
 
-STATELESS_FIELDS = frozenset({"noise", "tracer"})  # callables, nothing on a device
+STATELESS_FIELDS = frozenset({"noise", "tracer", "graphs"})  # nothing to move (graphs are dropped instead)
 
 
 def move_state(state: StreamState, device: torch.device | str) -> None:
     """Move every tensor a stream holds (KV rings, LR-projection cache, decoder memory,
     pending LQ frames, attention mask) to ``device``, in place: used to park idle tiles."""
     device = torch.device(device)
+    state.graphs.clear()  # they replay on the old tensors' addresses
     for f in dataclasses.fields(state):
         if f.name not in STATELESS_FIELDS:
             setattr(state, f.name, _moved(getattr(state, f.name), device))

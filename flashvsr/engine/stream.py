@@ -18,7 +18,7 @@ from typing import Iterable, Iterator
 import torch
 
 from ..attention.backends import resolve_backend
-from ..attention.lcsa import AttentionPlan, SlotTable, SparseCallAttention
+from ..attention.lcsa import AttentionPlan, CachePlan, SlotTable, SparseCallAttention
 from ..attention.masks import window_permutation
 from ..colorfix import color_fix
 from ..config import PIXEL_MULTIPLE, TOKEN_PIXELS, VAE_SPATIAL_FACTOR, VAE_TEMPORAL_FACTOR, WINDOW, EngineConfig
@@ -82,8 +82,16 @@ class StreamingEngine:
         return sum(sizes) - SLOTS * max(sizes)
 
     def _speed_up(self, models: FlashVSRModels, config: EngineConfig) -> None:
-        if config.compile and self.device.type == "cuda":
+        if self.device.type != "cuda":
+            return
+        if config.compile:
             models.dit.compile_blocks(dynamic=False)  # per-call shapes settle after the first calls
+        if self._decoder_channels_last and models.tc_decoder is not None:
+            models.tc_decoder.to(memory_format=torch.channels_last)  # cuDNN's native layout: no conversions
+
+    @property
+    def _decoder_channels_last(self) -> bool:
+        return self.config.decoder_channels_last and self.device.type == "cuda"
 
     # -- stream lifecycle ------------------------------------------------------------------------
     def start(
@@ -199,21 +207,35 @@ class StreamingEngine:
         cache = state.slots.plan(plan.latent_count // WINDOW[0], att.kv_slices)
         attention = SparseCallAttention(att, state.kv, cache, self.kernel, on_mask)
         order = window_permutation(plan.latent_count, att.tokens_h, att.tokens_w, self.device)
+        dit = self.models.dit
+
+        def transformer(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+            return dit.forward_tokens(x, self.conditioning, (cos, sin), attention, self.block_weights)
+
         with self.clock.section("dit"):
-            velocity = self.models.dit(
-                noise.to(self.dtype),
-                self.conditioning,
-                attention,
-                tokens,
-                plan.latent_start,
-                token_order=order,
-                block_weights=self.block_weights,
-            )
+            x, (cos, sin), grid = dit.embed(noise.to(self.dtype), tokens, plan.latent_start, order)
+            if self._graphs_usable(state, cache, on_mask):
+                x = state.graphs.run((x.shape, cache), transformer, (x, cos, sin))
+            else:
+                x = transformer(x, cos, sin)
+            velocity = dit.unembed(x, grid, order)
         state.slots.order = list(cache.after)
         latents = noise - velocity.float()
         if state.tracer and state.tracer.on_latents:
             state.tracer.on_latents(plan.index, latents)
         return latents
+
+    def _graphs_usable(self, state: StreamState, cache: CachePlan, on_mask) -> bool:
+        """CUDA graphs replay fixed memory: not while weights stream through shared slots, not
+        for the first call (it allocates the KV rings), not when a tracer inspects masks."""
+        return (
+            self.config.cuda_graphs
+            and self.device.type == "cuda"
+            and not self.streams_weights
+            and on_mask is None
+            and bool(cache.read)
+            and all(ring is not None for ring in state.kv)
+        )
 
     def _lq_tokens(self, state: StreamState, plan: CallPlan) -> torch.Tensor:
         """LR-projection tokens of this call's latent frames, (1, n·h·w, dim)."""
@@ -242,7 +264,9 @@ class StreamingEngine:
         if short:
             lq = torch.cat([lq[:, :, :1].expand(-1, -1, short, -1, -1), lq], dim=2)
         chunk = self.config.decoder_frame_chunk
-        frames, state.decoder = self.models.tc_decoder.decode(state.decoder, latents, lq, frame_chunk=chunk)
+        frames, state.decoder = self.models.tc_decoder.decode(
+            state.decoder, latents, lq, frame_chunk=chunk, channels_last=self._decoder_channels_last
+        )
         return frames
 
     # -- helpers ---------------------------------------------------------------------------------

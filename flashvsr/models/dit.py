@@ -311,6 +311,19 @@ class WanDiT(nn.Module):
         ``time_offset``. With ``token_order`` (a permutation of the (t, y, x) tokens, e.g.
         window order) the blocks and ``attention`` see tokens in that order. ``block_weights``
         brings each block's weights to the device for its turn (streamed from host memory)."""
+        x, rope, grid = self.embed(latents, lq_tokens, time_offset, token_order)
+        x = self.forward_tokens(x, cond, rope, attention, block_weights)
+        return self.unembed(x, grid, token_order)
+
+    def embed(
+        self,
+        latents: torch.Tensor,
+        lq_tokens: torch.Tensor | None = None,
+        time_offset: int = 0,
+        token_order: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], tuple[int, int, int]]:
+        """Patch tokens (plus LR-projection tokens), their RoPE tables and the token grid, all
+        in ``token_order``: the inputs of :meth:`forward_tokens`."""
         grid = self.token_grid(latents)
         x = self.patchify(latents.to(self.patch_embedding.weight.dtype))
         if lq_tokens is not None:
@@ -319,7 +332,10 @@ class WanDiT(nn.Module):
         cos, sin = (t.to(x.device) for t in rope_cos_sin(positions, grid[1], grid[2], self.cfg.head_dim))
         if token_order is not None:
             x, cos, sin = x[:, token_order], cos[token_order], sin[token_order]
-        x = self.forward_tokens(x, cond, (cos, sin), attention, block_weights)
+        return x, (cos, sin), grid
+
+    def unembed(self, x: torch.Tensor, grid: tuple[int, int, int], token_order: torch.Tensor | None = None):
+        """Head outputs of :meth:`forward_tokens` back to (t, y, x) order and latent shape."""
         if token_order is not None:
             x = x[:, torch.argsort(token_order)]
         return self.unpatchify(x, grid)

@@ -41,6 +41,19 @@ def pixel_unshuffle_frames(frames: torch.Tensor, factor: int) -> torch.Tensor:
     return x.reshape(b, c * factor * factor, t, h // factor, w // factor)
 
 
+def time_conv_as_2d(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` for an unpadded 3-D conv, as one 2-D conv: each output step's window of
+    ``kt`` input steps is stacked on channels (channel ``c·kt + j``, as the weight flattens).
+    The same sums; GPUs run this channels-last 2-D conv about twice as fast as the 3-D one."""
+    kt, st = conv.kernel_size[0], conv.stride[0]
+    b, c, _, h, w = x.shape
+    windows = x.unfold(2, kt, st)  # (b, c, steps, h, w, kt)
+    steps = windows.shape[2]
+    stacked = windows.permute(0, 2, 3, 4, 1, 5).reshape(b * steps, h, w, c * kt).permute(0, 3, 1, 2)
+    y = F.conv2d(stacked, conv.weight.flatten(1, 2), conv.bias, stride=conv.stride[1:])
+    return y.unflatten(0, (b, steps)).transpose(1, 2)
+
+
 @dataclass
 class LQProjCache:
     """Per-stream state: the last time steps of each conv's input, and whether primed."""
@@ -72,7 +85,7 @@ class LQProjection(nn.Module):
         if history is not None:
             x = torch.cat([history, x], dim=2)
         x = F.pad(x, (pad_w, pad_w, pad_h, pad_h, front, 0), mode="replicate")
-        return F.silu(norm(conv(x)))
+        return F.silu(norm(time_conv_as_2d(conv, x)))
 
     def to_tokens(self, features: torch.Tensor) -> torch.Tensor:
         """(B, C, T, h, w) → (B, T·h·w, dim), tokens in (t, y, x) order."""

@@ -35,6 +35,14 @@ class Clamp(nn.Module):
         return torch.tanh(x / LATENT_CLAMP) * LATENT_CLAMP
 
 
+def cat_channels(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate (N, C, H, W) tensors along channels in the first one's memory layout (torch.cat
+    guesses the layout from strides, and single frames cut from a batch can fool it)."""
+    if parts[0].is_contiguous():
+        return torch.cat(parts, dim=1)
+    return torch.cat([p.permute(0, 2, 3, 1) for p in parts], dim=3).permute(0, 3, 1, 2)
+
+
 class MemBlock(nn.Module):
     """``ReLU(conv(ReLU(conv(ReLU(conv([x, past]))))) + x)``."""
 
@@ -45,7 +53,7 @@ class MemBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, past: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.conv(torch.cat([x, past], dim=1)) + x)
+        return F.relu(self.conv(cat_channels([x, past])) + x)
 
 
 class TGrow(nn.Module):
@@ -58,12 +66,22 @@ class TGrow(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t, c, h, w = x.shape
-        return self.conv(x).reshape(t * self.stride, c, h, w)
+        y = self.conv(x)
+        if y.is_contiguous():
+            return y.reshape(t * self.stride, c, h, w)
+        # channels-last: memory is (t, h, w, group, c); regroup it to (t·group, h, w, c), same layout
+        y = y.permute(0, 2, 3, 1).reshape(t, h, w, self.stride, c).permute(0, 3, 1, 2, 4)
+        return y.reshape(t * self.stride, h, w, c).contiguous().permute(0, 3, 1, 2)
 
 
 class Upsample2x(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(x, scale_factor=2, mode="nearest")
+        if x.is_contiguous():
+            return F.interpolate(x, scale_factor=2, mode="nearest")
+        # channels-last (interpolate may answer in the other layout): each pixel becomes a 2×2 patch
+        n, c, h, w = x.shape
+        y = x.permute(0, 2, 3, 1)[:, :, None, :, None].expand(n, h, 2, w, 2, c)
+        return y.reshape(n, 2 * h, 2 * w, c).permute(0, 3, 1, 2)
 
 
 def lq_condition(lq: torch.Tensor, cfg: TCDecoderConfig) -> torch.Tensor:
@@ -117,7 +135,12 @@ class TCDecoder(nn.Module):
         return TCDecoderMemory(frames_to_trim=self.cfg.frames_per_latent - 1)
 
     def decode(
-        self, memory: TCDecoderMemory, latents: torch.Tensor, lq: torch.Tensor, frame_chunk: int = 0
+        self,
+        memory: TCDecoderMemory,
+        latents: torch.Tensor,
+        lq: torch.Tensor,
+        frame_chunk: int = 0,
+        channels_last: bool = False,
     ) -> tuple[torch.Tensor, TCDecoderMemory]:
         """Decode the next latent frames.
 
@@ -125,13 +148,19 @@ class TCDecoder(nn.Module):
         (the stream's first group padded at the front with copies of frame 0) →
         frames (B, 3, 4n − trimmed, 8h, 8w) in [-1, 1]. ``frame_chunk`` > 0 keeps at most that
         many frames at each new (upsampled) resolution at a time: the same result, with
-        activation memory bounded at high resolution.
+        activation memory bounded at high resolution. ``channels_last`` runs every layer in that
+        memory layout (the same values; on GPUs it spares cuDNN a layout conversion around each
+        convolution, given weights in that layout too).
         """
         b, _, n, h, w = latents.shape
+        layout = torch.channels_last if channels_last else torch.contiguous_format
         cond = lq_condition(lq.to(latents.dtype), self.cfg)
-        x = torch.cat([cond, latents.transpose(1, 2)], dim=2).flatten(0, 1)
+        x = torch.cat([cond, latents.transpose(1, 2)], dim=2).flatten(0, 1).contiguous(memory_format=layout)
         past = dict(memory.past)
-        skip = lq.transpose(1, 2).to(latents.dtype) if self.cfg.lq_skip else None
+        skip = None
+        if self.cfg.lq_skip:
+            skip = lq.transpose(1, 2).to(latents.dtype).flatten(0, 1).contiguous(memory_format=layout)
+            skip = skip.unflatten(0, (b, 4 * n))
         x, t = self._run(x, 0, n, b, past, frame_chunk, skip)
         trim = min(memory.frames_to_trim, t)
         out = x.unflatten(0, (b, t))[:, trim:].transpose(1, 2)
@@ -206,7 +235,7 @@ class TCDecoder(nn.Module):
             parts.append(skip.flatten(0, 1))
         if self.memory_channels:
             parts.append(_predecessors(x, b, t, past, self.skip_at))
-        return torch.cat(parts, dim=1) if len(parts) > 1 else x
+        return cat_channels(parts) if len(parts) > 1 else x
 
     def _run_in_pieces(
         self, x, upsample: int, t: int, b: int, past: dict, chunk: int, skip
@@ -236,11 +265,14 @@ class TCDecoder(nn.Module):
 def _predecessors(x: torch.Tensor, b: int, t: int, past: dict, key: int) -> torch.Tensor:
     """Each of the (b·t, C, H, W) frames' predecessor in its stream: the frame before it, or for
     the first the last frame of the previous call (``past[key]``, zeros at the start), which
-    is then replaced by this call's last frame."""
-    xs = x.unflatten(0, (b, t))
-    prev = past.get(key, torch.zeros_like(xs[:, :1]))
-    past[key] = xs[:, -1:].clone()  # a copy: a view would keep all t frames alive until the next call
-    return torch.cat([prev, xs[:, :-1]], dim=1).flatten(0, 1)
+    is then replaced by this call's last frame. Keeps ``x``'s memory layout."""
+    firsts = range(0, b * t, t)
+    prev = past.get(key)
+    if prev is None:
+        prev = torch.zeros_like(x[:b])
+    past[key] = torch.cat([x[i + t - 1 : i + t] for i in firsts])  # a copy: a view would keep all t frames alive
+    parts = [part for j, i in enumerate(firsts) for part in (prev[j : j + 1], x[i : i + t - 1]) if len(part)]
+    return torch.cat(parts)  # (empty parts left out: they would make cat forget the layout)
 
 
 def _more_inputs(weight: torch.Tensor, n: int) -> torch.Tensor:
