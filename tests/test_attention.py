@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from flashvsr.attention import masks
-from flashvsr.attention.backends import dense_block_sparse, gather_block_sparse, merge_partial_attention, resolve_backend
+from flashvsr.attention.backends import (
+    dense_block_sparse,
+    gather_block_sparse,
+    merge_partial_attention,
+    resolve_backend,
+    selected_first,
+)
 from flashvsr.attention.lcsa import AttentionPlan, SlotTable
 
 
@@ -74,6 +80,15 @@ def random_qkv(nq=5, nk=7, heads=2, d=16, seed=0):
     mask[0, 0, 1] = False  # a query window with no key window
     mask[0, 1, 2] = True
     return q, k, v, mask
+
+
+@pytest.mark.parametrize("density", [0.0, 0.3, 0.5, 1.0])
+def test_selected_first_orders_as_a_stable_sort(density):
+    mask = torch.rand(2, 3, 5, 37, generator=torch.Generator().manual_seed(7)) < density
+    counts, order = selected_first(mask)
+    assert counts.dtype == order.dtype == torch.int32
+    assert torch.equal(counts, mask.sum(dim=-1, dtype=torch.int32))
+    assert torch.equal(order, mask.to(torch.int8).argsort(dim=-1, descending=True, stable=True).to(torch.int32))
 
 
 def test_dense_kernel_is_exact_masked_softmax():

@@ -110,12 +110,29 @@ def _flex():
     return _compiled_flex
 
 
+@functools.cache
+def _compiled_merge():
+    """The merge fused into one kernel (otherwise a handful of float32 passes over the outputs)."""
+    return torch.compile(merge_partial_attention, dynamic=False)
+
+
+def selected_first(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of a (…, K) bool mask: the number of selected entries, and all K indices with the
+    selected ones first, each group in ascending order (a stable sort of ~mask, without the sort:
+    each entry's place comes from running counts)."""
+    chosen = mask.long()
+    counts = chosen.sum(dim=-1, keepdim=True)
+    place = torch.where(mask, chosen.cumsum(dim=-1), counts + (1 - chosen).cumsum(dim=-1)) - 1
+    columns = torch.arange(mask.shape[-1], device=mask.device, dtype=torch.int32).expand_as(place)
+    order = torch.empty(place.shape, device=mask.device, dtype=torch.int32).scatter_(-1, place, columns)
+    return counts[..., 0].int(), order
+
+
 def block_mask_from_windows(mask: torch.Tensor, q_len: int, kv_len: int):
     """A FlexAttention BlockMask whose selected 128×128 blocks are all full blocks."""
     from torch.nn.attention.flex_attention import BlockMask
 
-    counts = mask.sum(dim=-1, dtype=torch.int32)
-    indices = mask.to(torch.int8).argsort(dim=-1, descending=True, stable=True).to(torch.int32)
+    counts, indices = selected_first(mask)
     # the transposed (query-major) tables serve only the backward pass: skip them where torch can
     forward_only = {"compute_q_blocks": False} if _can_skip_q_blocks() else {}
     return BlockMask.from_kv_blocks(
@@ -153,7 +170,7 @@ def flex_block_sparse(q: torch.Tensor, parts: Sequence[KVPart]) -> torch.Tensor:
         lses.append(lse)
     if len(parts) == 1:
         return outs[0].transpose(1, 2)
-    return merge_partial_attention(outs, lses).transpose(1, 2)
+    return _compiled_merge()(outs, lses).transpose(1, 2)
 
 
 def merge_partial_attention(outs: list[torch.Tensor], lses: list[torch.Tensor]) -> torch.Tensor:

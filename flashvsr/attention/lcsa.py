@@ -157,6 +157,28 @@ def slot_windows(slots: tuple[int, ...], windows_per_slice: int, device) -> torc
     return torch.cat([s * windows_per_slice + base for s in slots])
 
 
+def choose_blocks(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    ring_pooled: torch.Tensor,
+    cached: torch.Tensor,
+    local_mask: torch.Tensor,
+    windows_per_slice: int,
+    topk: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One layer's selected key windows over [cached windows of the ring, the call's windows]
+    (logical order, as the reference scores them: cached slices first), and the call's pooled
+    keys. Pure tensors in and out, so the engine can compile it (``--compile``)."""
+    q_pooled, k_pooled = masks.pooled_windows(q), masks.pooled_windows(k)
+    scores = masks.block_scores(q_pooled, k_pooled)
+    if cached.numel():
+        scores = torch.cat([masks.block_scores(q_pooled, ring_pooled[:, :, cached]), scores], dim=-1)
+    return masks.select_blocks(scores, local_mask, windows_per_slice, topk), k_pooled
+
+
+BlockChooser = Callable[..., tuple[torch.Tensor, torch.Tensor]]  # choose_blocks or its compiled form
+
+
 class SparseCallAttention:
     """The DiT self-attention of one streaming call (implements ``AttentionFn`` on
     window-ordered tokens)."""
@@ -168,22 +190,22 @@ class SparseCallAttention:
         cache: CachePlan,
         kernel: BlockSparseAttention,
         on_mask: MaskHook | None = None,
+        chooser: BlockChooser = choose_blocks,
     ):
         self.plan = plan
         self.rings = rings
         self.cache = cache
         self.kernel = kernel
         self.on_mask = on_mask
+        self.chooser = chooser
+        self.cached = slot_windows(cache.read, plan.windows_per_slice, plan.local_mask.device)  # the same for every layer
 
     def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         p = self.plan
         ring = self.rings[layer]
-        cached = slot_windows(self.cache.read, p.windows_per_slice, q.device)
-        q_pooled, k_pooled = masks.pooled_windows(q), masks.pooled_windows(k)
-        scores = masks.block_scores(q_pooled, k_pooled)
-        if cached.numel():  # logical order, as the reference scores them: cached slices first
-            scores = torch.cat([masks.block_scores(q_pooled, ring.pooled[:, :, cached]), scores], dim=-1)
-        selected = masks.select_blocks(scores, p.local_mask, p.windows_per_slice, p.topk)
+        cached = self.cached
+        ring_pooled = ring.pooled if ring is not None else k.new_zeros(0)
+        selected, k_pooled = self.chooser(q, k, ring_pooled, cached, p.local_mask, p.windows_per_slice, p.topk)
         if self.on_mask is not None:
             self.on_mask(layer, selected)
         parts = [(k, v, selected[..., cached.numel() :])]

@@ -18,7 +18,7 @@ from typing import Iterable, Iterator
 import torch
 
 from ..attention.backends import resolve_backend
-from ..attention.lcsa import AttentionPlan, CachePlan, SlotTable, SparseCallAttention
+from ..attention.lcsa import AttentionPlan, BlockChooser, CachePlan, SlotTable, SparseCallAttention, choose_blocks
 from ..attention.masks import window_permutation
 from ..colorfix import color_fix
 from ..config import PIXEL_MULTIPLE, TOKEN_PIXELS, VAE_SPATIAL_FACTOR, VAE_TEMPORAL_FACTOR, WINDOW, EngineConfig
@@ -50,6 +50,7 @@ class StreamingEngine:
         self.dtype = resolve_dtype(config.dtype)
         self.kernel = resolve_backend(config.attention_backend, self.device)
         self.clock: StageClock = NullClock()  # benchmarks install a timing clock here
+        self.block_chooser: BlockChooser = choose_blocks
         self._speed_up(models, config)
         with torch.no_grad():
             self.conditioning = models.dit.condition(models.context)
@@ -86,6 +87,7 @@ class StreamingEngine:
             return
         if config.compile:
             models.dit.compile_blocks(dynamic=False)  # per-call shapes settle after the first calls
+            self.block_chooser = torch.compile(choose_blocks, dynamic=False)  # fuses pooling and selection
         if self._decoder_channels_last and models.tc_decoder is not None:
             models.tc_decoder.to(memory_format=torch.channels_last)  # cuDNN's native layout: no conversions
 
@@ -205,7 +207,7 @@ class StreamingEngine:
             on_mask = lambda layer, mask: state.tracer.on_mask(plan.index, layer, mask)  # noqa: E731
         att = state.attention
         cache = state.slots.plan(plan.latent_count // WINDOW[0], att.kv_slices)
-        attention = SparseCallAttention(att, state.kv, cache, self.kernel, on_mask)
+        attention = SparseCallAttention(att, state.kv, cache, self.kernel, on_mask, self.block_chooser)
         order = window_permutation(plan.latent_count, att.tokens_h, att.tokens_w, self.device)
         dit = self.models.dit
 
