@@ -429,7 +429,7 @@ def _add_upscale_parser(sub) -> None:
     tuning.add_argument("--attention-backend", choices=["auto", "flex", "gather", "dense"], default="auto",
                         help="sparse attention kernel (default auto: FlexAttention on GPU)")  # fmt: skip
     tuning.add_argument("--compile", action="store_true",
-                        help="torch.compile the DiT on a GPU: ~25 %% faster after a one-minute first compile (long videos)")  # fmt: skip
+                        help="torch.compile the DiT on a GPU: ~30 %% faster after a one-minute first compile (long videos)")  # fmt: skip
     tuning.add_argument("--cuda-graphs", action="store_true",
                         help="replay the DiT's steady-state calls from CUDA graphs: helps when a slow CPU holds the GPU back")  # fmt: skip
     _add_tiling_options(p.add_argument_group("GPU memory (tiling)"))
