@@ -25,13 +25,18 @@ from flashvsr.pipeline import Upscaler, engine_config  # noqa: E402
 GB = 1e9
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_small_case_arguments(ap: argparse.ArgumentParser, frames: int) -> None:
+    """The exactness checks' case: official-width models with few layers, a small clip."""
     ap.add_argument("--layers", type=int, default=6)
     ap.add_argument("--height", type=int, default=512)
     ap.add_argument("--width", type=int, default=768)
-    ap.add_argument("--frames", type=int, default=25)
+    ap.add_argument("--frames", type=int, default=frames)
     ap.add_argument("--compile", action="store_true")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_small_case_arguments(ap, frames=25)
     args = ap.parse_args()
     models = random_official_models(args.layers, "tiny", "cuda")
     cfg = engine_config("tiny", "cuda", "bfloat16", compile=args.compile, offload_weights="off")

@@ -24,6 +24,9 @@ from flashvsr.bench import random_official_models, synthetic_lr_video  # noqa: E
 from flashvsr.engine.stream import StreamingEngine  # noqa: E402
 from flashvsr.pipeline import Upscaler, engine_config, plan_geometry, prepare_frames  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from offload_exact import add_small_case_arguments  # noqa: E402
+
 
 def stream(engine: StreamingEngine, lr: torch.Tensor, height: int, width: int):
     geo = plan_geometry(lr.shape[1], lr.shape[2], width=width, height=height)
@@ -36,11 +39,7 @@ def stream(engine: StreamingEngine, lr: torch.Tensor, height: int, width: int):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("option", choices=["cuda_graphs", "decoder_channels_last"])
-    ap.add_argument("--layers", type=int, default=6)
-    ap.add_argument("--height", type=int, default=512)
-    ap.add_argument("--width", type=int, default=768)
-    ap.add_argument("--frames", type=int, default=61)
-    ap.add_argument("--compile", action="store_true")
+    add_small_case_arguments(ap, frames=61)
     args = ap.parse_args()
     models = random_official_models(args.layers, "tiny", "cuda")
     lr = synthetic_lr_video(args.frames, args.height // 4, args.width // 4)

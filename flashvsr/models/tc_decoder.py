@@ -160,7 +160,7 @@ class TCDecoder(nn.Module):
         skip = None
         if self.cfg.lq_skip:
             skip = lq.transpose(1, 2).to(latents.dtype).flatten(0, 1).contiguous(memory_format=layout)
-            skip = skip.unflatten(0, (b, 4 * n))
+            skip = skip.unflatten(0, (b, lq.shape[2]))
         x, t = self._run(x, 0, n, b, past, frame_chunk, skip)
         trim = min(memory.frames_to_trim, t)
         out = x.unflatten(0, (b, t))[:, trim:].transpose(1, 2)
