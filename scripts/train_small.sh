@@ -6,9 +6,9 @@
 #   PHASE: all (default), 1 (curation, VAE, Stage 1 ∥ TC decoder), 2 (Stages 2, 3, export),
 #   3 (residual TC decoder fine-tuned on the student's own latents, swapped into the model) or
 #   4 (that decoder with the full-resolution LQ skip: bicubic ×4 at native resolution, then a
-#   temporal loss and softened ground truth, then a frame-recurrent head, then an L1 flicker loss; swapped into the
+#   temporal loss and softened ground truth, then a frame-recurrent head, then an L1 flicker loss, then still clips; swapped into the
 #   model), so that a machine with
-#   a per-command time limit can run it in a few commands (4a … 4g run phase 4's parts).
+#   a per-command time limit can run it in a few commands (4a … 4l run phase 4's parts).
 # Stage time budgets in minutes (VAE_MIN, S1_MIN, S2_MIN, S3_MIN, TC_MIN, FT_MIN, SKIP_MIN) and
 # extra --set overrides for every stage (EXTRA_SET) come from the environment.
 set -euo pipefail
@@ -90,13 +90,26 @@ if [ "$PHASE" = all ] || [[ "$PHASE" == 4* ]]; then
     # the full-resolution head also reads the previous frame's features (grown from 4d's)
     skip_part e tcdecoder_skip_t20 tcdecoder_skip_memory 50 --set model.tc_decoder.head_memory=true
     # flicker priced as L1 on the frame-to-frame changes (small flickers weigh as much as motion errors),
-    # twice from the previous part's last EMA weights at half the learning rate
-    skip_part f tcdecoder_skip_memory tcdecoder_l1 3 --set model.tc_decoder.head_memory=true \
-        --set decoder_loss.temporal_loss=l1 --set optim.lr=1e-4 --set "init=$(realpath -m "$OUT/tcdecoder_skip_memory/final.pt")"
-    skip_part g tcdecoder_l1 tcdecoder_l1_more 3 --set model.tc_decoder.head_memory=true \
-        --set decoder_loss.temporal_loss=l1 --set optim.lr=1e-4 --set "init=$(realpath -m "$OUT/tcdecoder_l1/final.pt")"
-    if runs_part g; then
+    # each part from the previous one's last EMA weights at half the learning rate
+    l1_part() {  # l1_part PART FROM TO [--set …]
+        local part=$1 from=$2 to=$3
+        shift 3
+        skip_part "$part" "$from" "$to" 3 --set model.tc_decoder.head_memory=true --set decoder_loss.temporal_loss=l1 \
+            --set optim.lr=1e-4 --set "init=$(realpath -m "$OUT/$from/final.pt")" "$@"
+    }
+    l1_part f tcdecoder_skip_memory tcdecoder_l1
+    l1_part g tcdecoder_l1 tcdecoder_l1_more
+    # clips of one frame held still (half, then most of them): any change in the output there is flicker;
+    # the last two parts mix in 3 % RealBasicVSR-degraded clips (6 % already costs half of the bicubic gain)
+    l1_part h tcdecoder_l1_more tcdecoder_still --set data.still_prob=0.5
+    l1_part i tcdecoder_still tcdecoder_still_more --set data.still_prob=0.8
+    l1_part j tcdecoder_still_more tcdecoder_still_more2 --set data.still_prob=0.8
+    real=(--set data.still_prob=0.8 --set data.degradation.bicubic_prob=0.97
+          --set data.degradation.round1.codec_prob=0 --set data.degradation.round2.codec_prob=0)  # as trained: no codec pass
+    l1_part k tcdecoder_still_more2 tcdecoder_still_real "${real[@]}"
+    l1_part l tcdecoder_still_real tcdecoder_still_real_more "${real[@]}"
+    if runs_part l; then
         echo "== replace decoder"
-        "${FLASHVSR[@]}" train replace-decoder "$OUT/model" --tc-decoder "$OUT/tcdecoder_l1_more/final.pt" -o "$OUT/model_skip"
+        "${FLASHVSR[@]}" train replace-decoder "$OUT/model" --tc-decoder "$OUT/tcdecoder_still_real_more/final.pt" -o "$OUT/model_skip"
     fi
 fi

@@ -242,3 +242,26 @@ def test_softened_samples_blur_the_ground_truth_and_its_lq_alike(tmp_path):
     never = replace(cfg, soften_prob=0.0)
     again = ClipDataset([seg], tmp_path, never, seed=3).sample(random.Random(5))
     assert torch.equal(again.hr, sharp.hr)
+
+
+def test_still_samples_hold_one_frame_for_ground_truth_and_lq(tmp_path):
+    """``still_prob``: a video sample becomes its first frame held for the whole clip, HR and
+    LQ alike, so the only right output change is none; at 0 the sample stream is unchanged."""
+    import random
+    from dataclasses import replace
+
+    from flashvsr.data.datasets import ClipDataset
+    from flashvsr.train.config import DataConfig
+
+    write_video(tmp_path / "a.mp4", moving_scene(30, 160, seed=4))
+    seg = Segment(path="a.mp4", kind="video", frames=30, width=160, height=160)
+    cfg = DataConfig(latent_frames=2, crop=128, degradation=DegradationConfig(mode="bicubic"))
+    moving = ClipDataset([seg], tmp_path, cfg, seed=3).sample(random.Random(5))
+    assert (moving.hr[:, 1:] - moving.hr[:, :1]).abs().amax() > 0.05  # the scene moves
+    still = ClipDataset([seg], tmp_path, replace(cfg, still_prob=1.0), seed=3).sample(random.Random(5))
+    assert still.hr.shape == moving.hr.shape and still.lq.shape == moving.lq.shape
+    assert torch.equal(still.hr, still.hr[:, :1].expand_as(still.hr))
+    assert torch.equal(still.lq, still.lq[:, :1].expand_as(still.lq))
+    assert (still.hr - still.hr.mean()).abs().amax() > 0.05  # a real frame, not a flat one
+    again = ClipDataset([seg], tmp_path, replace(cfg, still_prob=0.0), seed=3).sample(random.Random(5))
+    assert torch.equal(again.hr, moving.hr)

@@ -93,7 +93,8 @@ def test_residual_decoder_fine_tunes_on_the_students_latents(trained: Path):
     model = export_model(trained / "vae", trained / "stage3", trained / "tcdecoder", trained / "ft_base", card="# base")
     overrides = {"init": str(model), "model.tc_decoder.residual": True, "decoder_loss.latents": "student",
                  "decoder_loss.student": str(model), "decoder_loss.restart_output": True, "decoder_loss.vae_weight": 0.0,
-                 "model.tc_decoder.lq_skip": True, "decoder_loss.temporal_weight": 0.5, "data.soften_prob": 0.5}  # fmt: skip
+                 "model.tc_decoder.lq_skip": True, "decoder_loss.temporal_weight": 0.5, "data.soften_prob": 0.5,
+                 "data.still_prob": 0.5}  # fmt: skip
     losses = run_stage(write_config(trained, "tcdecoder", steps=3, name="ft_decoder"), overrides)
     assert np.isfinite(losses["gt_mse"]) and "vae_mse" not in losses
     assert 0 < losses["temporal_mse"] and losses["loss"] > losses["gt_mse"]  # flicker is priced in

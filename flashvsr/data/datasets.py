@@ -130,7 +130,8 @@ class ClipDataset(torch.utils.data.IterableDataset):
         span = (n - 1) * step + 1
         frames = self.cache.get(seg.path, seg.kind, seg.start, seg.frames)
         first = rng.randrange(0, seg.frames - span + 1)
-        clip = self._soften(self._crop(frames[first : first + span : step], rng), rng)
+        picked = frames[first : first + 1] if self._held_still(rng) else frames[first : first + span : step]
+        clip = self._soften(self._crop(picked, rng), rng).expand(n, -1, -1, -1).contiguous()
         lq, seed = self._lq(clip, rng)
         hr = clip[: hr_frames(cfg.latent_frames)] * 2 - 1
         return Sample(hr.transpose(0, 1), lq.transpose(0, 1), is_image=False, lq_seed=seed)
@@ -141,6 +142,11 @@ class ClipDataset(torch.utils.data.IterableDataset):
         lq, seed = self._lq(image, rng)
         lq = lq.expand(lq_frames(1), -1, -1, -1)
         return Sample((image * 2 - 1).transpose(0, 1), lq.transpose(0, 1), is_image=True, lq_seed=seed)
+
+    def _held_still(self, rng: random.Random) -> bool:
+        """With ``still_prob``, a clip of one frame repeated (no draw at all when it is 0, so
+        runs without it see the same samples as before)."""
+        return self.cfg.still_prob > 0 and not self.hr_only and rng.random() < self.cfg.still_prob
 
     def _soften(self, clip: torch.Tensor, rng: random.Random) -> torch.Tensor:
         """With ``soften_prob``, the clip blurred by a random Gaussian: softer ground truth,

@@ -55,6 +55,7 @@ class DataConfig:
     lq_on_device: bool = False  # workers only crop; each LQ is degraded on the training device (fast stages)
     soften_prob: float = 0.0  # chance a sample's HR is blurred first (it is then the ground truth too):
     soften_sigma: float = 1.5  # up to this Gaussian σ (HR pixels), so soft LR is not taken for a sharp edge
+    still_prob: float = 0.0  # chance a video sample is one frame held still: any change in the output is flicker
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
 
 
