@@ -240,7 +240,9 @@ class EngineConfig:
     device: str = "cpu"
     attention_backend: str = "auto"  # "auto" | "gather" | "dense" | "flex"
     decoder_frame_chunk: int = DEFAULT_DECODER_FRAME_CHUNK  # TC decoder frames at a time at each upsampled resolution (memory; exact)
-    compile: bool = False  # torch.compile the DiT blocks around attention (CUDA; fused element-wise work)
+    # torch.compile the DiT blocks around attention, and run the TC decoder's memory blocks with cuDNN's fused
+    # bias/ReLU/add epilogues (CUDA; fused element-wise work: the same sums, bf16 rounding differs)
+    compile: bool = False
     decoder_channels_last: bool = True  # TC decoder activations and weights in channels-last layout (CUDA; same values)
     cuda_graphs: bool = False  # replay steady-state DiT calls from CUDA graphs (CUDA; exact; pays off only when host-bound)
     offload_weights: str = "auto"  # DiT block weights in host memory, streamed per block (exact; copies overlap work)

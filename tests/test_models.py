@@ -146,6 +146,21 @@ def test_tc_decoder_in_channels_last_layout_gives_the_same_frames(extras):
     torch.testing.assert_close(torch.cat(parts, dim=2), plain, rtol=1e-5, atol=1e-5)
 
 
+def test_tc_decoder_fused_epilogues_compute_the_same_frames():
+    """``fused`` moves the memory blocks' bias, ReLU and residual add into cuDNN's convolution
+    epilogues on CUDA (the same sums, rounded once); elsewhere it is the plain path, exactly."""
+    dec = TCDecoder(replace(tiny_models().tc_decoder.cfg, lq_skip=True, head_memory=True))
+    latents = torch.randn(1, 16, 2, 16, 16, generator=torch.Generator().manual_seed(4))
+    lq = random_frames(8, 128, 128, seed=7)[None].transpose(1, 2)
+    plain, _ = dec.decode(dec.start(), latents, lq)
+    fused, _ = dec.decode(dec.start(), latents, lq, fused=True)
+    assert torch.equal(fused, plain)
+    if torch.cuda.is_available():  # the fused kernels themselves: float32 (TF32 convolutions) on the GPU, against the CPU
+        gpu = dec.cuda()
+        on_gpu, _ = gpu.decode(gpu.start(), latents.cuda(), lq.cuda(), fused=True)
+        torch.testing.assert_close(on_gpu.cpu(), plain, rtol=1e-2, atol=1e-2)
+
+
 def test_residual_tc_decoder_starts_as_the_identity_on_lq_frames():
     cfg = replace(tiny_models().tc_decoder.cfg, residual=True)
     dec = TCDecoder(cfg)

@@ -267,7 +267,8 @@ class StreamingEngine:
             lq = torch.cat([lq[:, :, :1].expand(-1, -1, short, -1, -1), lq], dim=2)
         chunk = self.config.decoder_frame_chunk
         frames, state.decoder = self.models.tc_decoder.decode(
-            state.decoder, latents, lq, frame_chunk=chunk, channels_last=self._decoder_channels_last
+            state.decoder, latents, lq, frame_chunk=chunk, channels_last=self._decoder_channels_last,
+            fused=self.config.compile,
         )
         return frames
 

@@ -18,6 +18,7 @@ from torch import nn
 from ..config import TCDecoderConfig
 
 LATENT_CLAMP = 3.0
+CONV3X3_GEOMETRY = ((1, 1), (1, 1), (1, 1), 1)  # stride, padding, dilation, groups of conv3x3
 
 
 def conv3x3(c_in: int, c_out: int, bias: bool = True) -> nn.Conv2d:
@@ -44,7 +45,9 @@ def cat_channels(parts: list[torch.Tensor]) -> torch.Tensor:
 
 
 class MemBlock(nn.Module):
-    """``ReLU(conv(ReLU(conv(ReLU(conv([x, past]))))) + x)``."""
+    """``ReLU(conv(ReLU(conv(ReLU(conv([x, past]))))) + x)``. ``fused`` (CUDA): bias, ReLU and the
+    residual add run in cuDNN's convolution epilogues — the same sums, rounded to bf16 once
+    instead of after each step."""
 
     def __init__(self, channels: int):
         super().__init__()
@@ -52,8 +55,16 @@ class MemBlock(nn.Module):
             conv3x3(2 * channels, channels), relu(), conv3x3(channels, channels), relu(), conv3x3(channels, channels)
         )
 
-    def forward(self, x: torch.Tensor, past: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, past: torch.Tensor, fused: bool = False) -> torch.Tensor:
+        if fused and x.is_cuda:
+            return self._fused(cat_channels([x, past]), x)
         return F.relu(self.conv(cat_channels([x, past])) + x)
+
+    def _fused(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        first, _, second, _, third = self.conv
+        h = torch.cudnn_convolution_relu(h, first.weight, first.bias, *CONV3X3_GEOMETRY)
+        h = torch.cudnn_convolution_relu(h, second.weight, second.bias, *CONV3X3_GEOMETRY)
+        return torch.cudnn_convolution_add_relu(h, third.weight, x, 1.0, third.bias, *CONV3X3_GEOMETRY)
 
 
 class TGrow(nn.Module):
@@ -91,6 +102,15 @@ def lq_condition(lq: torch.Tensor, cfg: TCDecoderConfig) -> torch.Tensor:
     x = lq.reshape(b, c, t // ft, ft, h // f, f, w // f, f)
     x = x.permute(0, 2, 1, 3, 5, 7, 4, 6)
     return x.reshape(b, t // ft, c * ft * f * f, h // f, w // f)
+
+
+@dataclass(frozen=True)
+class Pass:
+    """How one decode call runs: ``chunk`` frames at a time at each new resolution (0: all),
+    ``fused`` memory-block epilogues."""
+
+    chunk: int = 0
+    fused: bool = False
 
 
 @dataclass
@@ -141,6 +161,7 @@ class TCDecoder(nn.Module):
         lq: torch.Tensor,
         frame_chunk: int = 0,
         channels_last: bool = False,
+        fused: bool = False,
     ) -> tuple[torch.Tensor, TCDecoderMemory]:
         """Decode the next latent frames.
 
@@ -150,7 +171,8 @@ class TCDecoder(nn.Module):
         many frames at each new (upsampled) resolution at a time: the same result, with
         activation memory bounded at high resolution. ``channels_last`` runs every layer in that
         memory layout (the same values; on GPUs it spares cuDNN a layout conversion around each
-        convolution, given weights in that layout too).
+        convolution, given weights in that layout too). ``fused`` runs the memory blocks with
+        cuDNN's fused epilogues (CUDA; bf16 rounding differs, see :class:`MemBlock`).
         """
         b, _, n, h, w = latents.shape
         layout = torch.channels_last if channels_last else torch.contiguous_format
@@ -161,7 +183,7 @@ class TCDecoder(nn.Module):
         if self.cfg.lq_skip:
             skip = lq.transpose(1, 2).to(latents.dtype).flatten(0, 1).contiguous(memory_format=layout)
             skip = skip.unflatten(0, (b, lq.shape[2]))
-        x, t = self._run(x, 0, n, b, past, frame_chunk, skip)
+        x, t = self._run(x, 0, n, b, past, Pass(frame_chunk, fused), skip)
         trim = min(memory.frames_to_trim, t)
         out = x.unflatten(0, (b, t))[:, trim:].transpose(1, 2)
         # the output is [0, 1]; the residual form predicts a change to the LQ frame instead
@@ -202,11 +224,11 @@ class TCDecoder(nn.Module):
         torch.nn.init.zeros_(last.weight)
         torch.nn.init.zeros_(last.bias)
 
-    def _run(self, x, start: int, t: int, b: int, past: dict, chunk: int, skip) -> tuple[torch.Tensor, int]:
+    def _run(self, x, start: int, t: int, b: int, past: dict, how: Pass, skip) -> tuple[torch.Tensor, int]:
         """Layers ``start…`` on (b·t, C, H, W); memory blocks read and update ``past``. Each
         upsampling + temporal growth pair runs growth first, at the low resolution (a 1×1 conv
-        commutes with nearest upsampling); with ``chunk``, the grown frames are then upsampled and
-        carried on ``chunk`` at a time, so at most that many frames exist at the new resolution.
+        commutes with nearest upsampling); with ``how.chunk``, the grown frames are then upsampled and
+        carried on that many at a time, so at most that many frames exist at the new resolution.
         ``skip``: the LQ frames (b, frames out, 3, H, W) that these frames become, with ``lq_skip``."""
         i = start
         while i < len(self.decoder):
@@ -214,12 +236,12 @@ class TCDecoder(nn.Module):
             if i == self.skip_at:
                 x = self._head_input(x, b, t, past, skip)
             if isinstance(layer, MemBlock):
-                x = layer(x, _predecessors(x, b, t, past, i))
+                x = layer(x, _predecessors(x, b, t, past, i), fused=how.fused)
             elif isinstance(layer, Upsample2x):  # always followed by its TGrow
                 grow = self.decoder[i + 1]
                 x, t = grow(x), t * grow.stride
-                if chunk and t > chunk:
-                    return self._run_in_pieces(x, i, t, b, past, chunk, skip)
+                if how.chunk and t > how.chunk:
+                    return self._run_in_pieces(x, i, t, b, past, how, skip)
                 x = layer(x)
                 i += 1
             else:
@@ -238,16 +260,17 @@ class TCDecoder(nn.Module):
         return cat_channels(parts) if len(parts) > 1 else x
 
     def _run_in_pieces(
-        self, x, upsample: int, t: int, b: int, past: dict, chunk: int, skip
+        self, x, upsample: int, t: int, b: int, past: dict, how: Pass, skip
     ) -> tuple[torch.Tensor, int]:
         """Grown low-resolution frames upsampled by layer ``upsample`` and run through the rest
-        ``chunk`` at a time, in time order (``past`` carries over)."""
+        ``how.chunk`` at a time, in time order (``past`` carries over)."""
+        chunk = how.chunk
         pieces = x.unflatten(0, (b, t)).split(chunk, dim=1)
         rest = upsample + 2  # after the upsampling and its growth
         growth = self._growth_from(rest)
         skips = skip.split(chunk * growth, dim=1) if skip is not None else [None] * len(pieces)
         outs = [
-            self._run(self.decoder[upsample](p.flatten(0, 1)), rest, p.shape[1], b, past, chunk, s)
+            self._run(self.decoder[upsample](p.flatten(0, 1)), rest, p.shape[1], b, past, how, s)
             for p, s in zip(pieces, skips)
         ]
         frames = torch.cat([o.unflatten(0, (b, n)) for o, n in outs], dim=1)
