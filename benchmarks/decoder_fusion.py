@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -22,6 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from flashvsr.bench import fill_random  # noqa: E402
 from flashvsr.config import TCDecoderConfig  # noqa: E402
 from flashvsr.models.tc_decoder import MemBlock, TCDecoder  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from flex_options import time_ms  # noqa: E402
 
 
 def compile_blocks(decoder: TCDecoder) -> None:
@@ -33,15 +35,7 @@ def compile_blocks(decoder: TCDecoder) -> None:
 def timed_calls(decoder, memory, latents, lq, iters: int, fused: bool) -> tuple[float, torch.Tensor]:
     run = lambda: decoder.decode(memory, latents, lq, frame_chunk=1, channels_last=True, fused=fused)  # noqa: E731
     out, _ = run()  # warm-up (and compile)
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        out, _ = run()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times), out
+    return time_ms(run, iters), out
 
 
 def main() -> None:

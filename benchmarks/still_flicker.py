@@ -16,14 +16,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from flashvsr.evaluation import EvalConfig, load_ground_truth, make_lr  # noqa: E402
-from flashvsr.pipeline import Upscaler  # noqa: E402
+from flashvsr.evaluation import EvalConfig, ModelMethod, load_ground_truth, make_lr  # noqa: E402
 
 
 def frame_steps(model: Path, lr_frame: np.ndarray, frames: int, size: tuple[int, int]) -> np.ndarray:
     """Mean absolute change between consecutive output frames, one value per step."""
-    upscaler = Upscaler.load(model, device="cpu", dtype="float32", color_fix="adain", seed=0)
-    out = np.stack(list(upscaler.stream([lr_frame] * frames, height=size[0], width=size[1], batch=8)))
+    out = ModelMethod(model, EvalConfig())(np.stack([lr_frame] * frames), size)  # the eval's CPU float32 run
     return np.abs(np.diff(out.astype(np.float32), axis=0)).mean(axis=(1, 2, 3))
 
 
