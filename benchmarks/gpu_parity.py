@@ -30,9 +30,12 @@ def main() -> int:
     ap.add_argument("root")
     ap.add_argument("--out")
     ap.add_argument("--speed", action="store_true", help="also bf16 flex with the DiT blocks under torch.compile")
+    ap.add_argument("--also", nargs="*", default=[], metavar="DTYPE/BACKEND",
+                    help="more runs, e.g. bfloat16/flash4 bfloat16/flash4+compile")
     args = ap.parse_args()
     configs = [("float32", "flex"), ("bfloat16", "flex"), ("bfloat16", "gather"), ("float32", "gather")]
     configs += [("bfloat16", "flex+compile")] if args.speed else []
+    configs += [tuple(run.split("/", 1)) for run in args.also]
     report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "cases": {}}
     for folder in sorted(p for p in Path(args.root).iterdir() if (p / "meta.json").is_file()):
         runs = {}

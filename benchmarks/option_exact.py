@@ -40,6 +40,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("option", choices=["cuda_graphs", "decoder_channels_last"])
     add_small_case_arguments(ap, frames=61)
+    ap.add_argument("--attention-backend", default="auto")
     args = ap.parse_args()
     models = random_official_models(args.layers, "tiny", "cuda")
     lr = synthetic_lr_video(args.frames, args.height // 4, args.width // 4)
@@ -47,12 +48,13 @@ def main() -> int:
     with torch.no_grad():
         for on in (False, True):
             options = {"cuda_graphs": False, "decoder_channels_last": False, args.option: on}
-            cfg = engine_config("tiny", "cuda", "bfloat16", compile=args.compile, offload_weights="off", **options)
+            cfg = engine_config("tiny", "cuda", "bfloat16", compile=args.compile, offload_weights="off",
+                                attention_backend=args.attention_backend, **options)  # fmt: skip
             outs[on] = stream(Upscaler(models, cfg).engine, lr, args.height, args.width)
     (eager, _), (replayed, captured) = outs[False], outs[True]
     diff = (eager.float() - replayed.float()).abs().max().item()
     report = {"option": args.option, "layers": args.layers, "size": [args.width, args.height], "frames": args.frames,
-              "compile": args.compile, "output_frames": eager.shape[0], "captured_graphs": captured,
+              "compile": args.compile, "attention_backend": args.attention_backend, "output_frames": eager.shape[0], "captured_graphs": captured,
               "identical": bool(torch.equal(eager, replayed)), "max_abs_difference": diff}  # fmt: skip
     print(f"{args.option}: {args.layers} layers, {args.width}×{args.height}, {args.frames} frames, compile {args.compile}: "
           f"{captured} graphs captured; identical {report['identical']} (max |Δ| {diff:.3g})")

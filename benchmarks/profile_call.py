@@ -28,11 +28,13 @@ def main() -> int:
     ap.add_argument("--layers", type=int, default=30)
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--no-graphs", action="store_true")
+    ap.add_argument("--attention-backend", default="auto")
     ap.add_argument("--out")
     args = ap.parse_args()
     models = random_official_models(args.layers, "tiny", "cuda")
     cfg = engine_config("tiny", "cuda", "bfloat16", local_range=11, sparse_ratio=2.0, compile=args.compile,
-                        cuda_graphs=not args.no_graphs, offload_weights="off")  # fmt: skip
+                        cuda_graphs=not args.no_graphs, offload_weights="off",
+                        attention_backend=args.attention_backend)  # fmt: skip
     up = Upscaler(models, cfg)
     total = SETTLE_FRAMES + PROFILED_FRAMES
     lr = synthetic_lr_video(total, args.height // 4, args.width // 4)

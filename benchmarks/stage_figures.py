@@ -75,7 +75,7 @@ class Figures:
         h, w = x0.shape[-2] * 8, x0.shape[-1] * 8
         topk = self.cfg.sparse.sparse_ratio * SPARSE_REFERENCE_PIXELS / (h * w)
         return CausalSparseAttention(h // TOKEN_PIXELS, w // TOKEN_PIXELS, self.args.local_range, self.args.kv_slices,
-                                     topk, resolve_backend(self.cfg.sparse.kernel, self.device))  # fmt: skip
+                                     topk, resolve_backend(self.cfg.sparse.kernel, self.device, training=True))  # fmt: skip
 
     def velocity(self, name, x, lq, sigma, attention, causal) -> torch.Tensor:
         t = torch.full((x.shape[0],), sigma * INFERENCE_TIMESTEP, device=self.device)

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from .attention.backends import backend_name
 from .config import DEFAULT_DECODER_FRAME_CHUNK, DEFAULT_TILE_OVERLAP, TILE_AUTO, official_config
 from .engine.timing import STAGES, CudaClock, WallClock
 from .models import FlashVSRModels
@@ -64,11 +65,13 @@ class BenchResult:
     peak_memory_gb: float = 0.0
     runs_seconds: list[float] = field(default_factory=list)
     tiling: str = ""
+    attention: str = ""  # the block-sparse kernel "auto" resolved to
 
     def table(self) -> str:
         c = self.config
         lines = [
-            f"{self.device_name}: {c['frames']} frames at {c['width']}×{c['height']} ({c['variant']}, {c['dtype']})",
+            f"{self.device_name}: {c['frames']} frames at {c['width']}×{c['height']} ({c['variant']}, {c['dtype']}, "
+            f"attention {self.attention})",
             f"  {self.fps:.2f} FPS  ({self.seconds:.3f} s, runs {', '.join(f'{s:.3f}' for s in self.runs_seconds)})",
             f"  peak device memory {self.peak_memory_gb:.2f} GB; {self.tiling}",
             "  ms per 8 frames: " + ", ".join(f"{k} {v:.1f}" for k, v in self.stage_ms_per_8_frames.items()),
@@ -171,6 +174,7 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
         peak_memory_gb=torch.cuda.max_memory_allocated(device) / 1e9 if cuda else 0.0,
         runs_seconds=runs,
         tiling=tiling,
+        attention=backend_name(engine.kernel),
     )
 
 

@@ -426,8 +426,8 @@ def _add_upscale_parser(sub) -> None:
     tuning.add_argument("--color-fix", choices=["adain", "wavelet", "none"], default="adain",
                         help="match output colours to the input: adain (default, reference), wavelet (shifts colours less), none")  # fmt: skip
     tuning.add_argument("--seed", type=int, default=0, help="noise seed (default 0); the same seed gives the same output")
-    tuning.add_argument("--attention-backend", choices=["auto", "flex", "gather", "dense"], default="auto",
-                        help="sparse attention kernel (default auto: FlexAttention on GPU)")  # fmt: skip
+    tuning.add_argument("--attention-backend", choices=["auto", "flex", "flash4", "gather", "dense"], default="auto",
+                        help="sparse attention kernel (default auto: FlashAttention-4 on a Hopper or newer GPU where it is installed, else FlexAttention; gather on CPU)")  # fmt: skip
     tuning.add_argument("--compile", action="store_true",
                         help="torch.compile the DiT on a GPU: ~30 %% faster after a one-minute first compile (long videos)")  # fmt: skip
     tuning.add_argument("--cuda-graphs", action="store_true",
@@ -556,7 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--layers", type=int, default=30, help="DiT blocks (default 30, the official size)")
     bench.add_argument("--warmup", type=int, default=1, help="untimed passes first (compilation)")
     bench.add_argument("--repeats", type=int, default=2, help="timed passes; the median is reported")
-    bench.add_argument("--attention-backend", default="auto", choices=["auto", "flex", "gather", "dense"])
+    bench.add_argument("--attention-backend", default="auto", choices=["auto", "flex", "flash4", "gather", "dense"])
     bench.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (warm-up compiles)")
     bench.add_argument("--cuda-graphs", action="store_true", help="replay steady-state DiT calls from CUDA graphs")
     _add_tiling_options(bench)

@@ -238,7 +238,7 @@ class EngineConfig:
     seed: int = 0
     dtype: str = "bfloat16"
     device: str = "cpu"
-    attention_backend: str = "auto"  # "auto" | "gather" | "dense" | "flex"
+    attention_backend: str = "auto"  # "auto" | "gather" | "dense" | "flex" | "flash4" (optional package)
     decoder_frame_chunk: int = DEFAULT_DECODER_FRAME_CHUNK  # TC decoder frames at a time at each upsampled resolution (memory; exact)
     # torch.compile the DiT blocks around attention, and run the TC decoder's memory blocks with cuDNN's fused
     # bias/ReLU/add epilogues (CUDA; fused element-wise work: the same sums, bf16 rounding differs)

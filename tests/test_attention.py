@@ -149,6 +149,27 @@ def test_backend_resolution_never_silently_falls_back():
         resolve_backend("flex", "cpu")
     with pytest.raises(ValueError, match="unknown attention backend"):
         resolve_backend("magic", "cpu")
+    with pytest.raises(ValueError, match="CUDA"):
+        resolve_backend("flash4", "cpu")
+
+
+def test_flash4_without_its_package_says_how_to_get_it(monkeypatch):
+    import builtins
+
+    from flashvsr.attention import backends
+
+    real_import = builtins.__import__
+
+    def no_flash_attn(name, *args, **kwargs):
+        if name.startswith("flash_attn"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    backends._flash4.cache_clear()
+    monkeypatch.setattr(builtins, "__import__", no_flash_attn)
+    with pytest.raises(ValueError, match="pip install flash-attn-4"):
+        resolve_backend("flash4", "cuda")
+    backends._flash4.cache_clear()
 
 
 def test_cache_slots_follow_the_reference_rule():

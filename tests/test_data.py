@@ -265,3 +265,38 @@ def test_still_samples_hold_one_frame_for_ground_truth_and_lq(tmp_path):
     assert (still.hr - still.hr.mean()).abs().amax() > 0.05  # a real frame, not a flat one
     again = ClipDataset([seg], tmp_path, replace(cfg, still_prob=0.0), seed=3).sample(random.Random(5))
     assert torch.equal(again.hr, moving.hr)
+
+
+def test_panned_samples_move_one_frame_at_a_known_steady_speed(tmp_path):
+    """``pan_prob``: a video sample becomes one frame seen through a window moving a whole number
+    of pixels per frame; every frame is the first one shifted by t·(vy, vx), with no new detail."""
+    import random
+    from dataclasses import replace
+
+    from flashvsr.data.datasets import ClipDataset
+    from flashvsr.train.config import DataConfig
+
+    write_video(tmp_path / "a.mp4", moving_scene(30, 160, seed=4))
+    seg = Segment(path="a.mp4", kind="video", frames=30, width=160, height=160)
+    cfg = DataConfig(latent_frames=2, crop=128, hflip=False, pan_prob=1.0, pan_speed=3,
+                     degradation=DegradationConfig(mode="bicubic"))  # fmt: skip
+    speeds = set()
+    for seed in range(6):
+        hr = ClipDataset([seg], tmp_path, cfg, seed=3).sample(random.Random(seed)).hr  # (3, T, c, c)
+        c = hr.shape[-1]
+
+        def shifted_by(t: int, dy: int, dx: int) -> bool:  # frame t == frame 0 moved by t·(dy, dx)
+            y, x = t * dy, t * dx
+            now = hr[:, t, max(0, -y) : c - max(0, y), max(0, -x) : c - max(0, x)]
+            then = hr[:, 0, max(0, y) : c + min(0, y), max(0, x) : c + min(0, x)]
+            return torch.equal(now, then)
+
+        found = [(dy, dx) for dy in range(-3, 4) for dx in range(-3, 4) if shifted_by(1, dy, dx)]
+        assert len(found) == 1, found
+        assert all(shifted_by(t, *found[0]) for t in range(2, hr.shape[1]))
+        speeds.add(found[0])
+    assert len(speeds) > 1 and any(v != (0, 0) for v in speeds)
+    moving = ClipDataset([seg], tmp_path, replace(cfg, pan_prob=0.0), seed=3).sample(random.Random(5))
+    unset = ClipDataset([seg], tmp_path, DataConfig(latent_frames=2, crop=128, hflip=False,
+                                                    degradation=cfg.degradation), seed=3).sample(random.Random(5))  # fmt: skip
+    assert torch.equal(moving.hr, unset.hr)  # pan_prob 0 draws nothing: the sample stream is unchanged

@@ -130,8 +130,13 @@ class ClipDataset(torch.utils.data.IterableDataset):
         span = (n - 1) * step + 1
         frames = self.cache.get(seg.path, seg.kind, seg.start, seg.frames)
         first = rng.randrange(0, seg.frames - span + 1)
-        picked = frames[first : first + 1] if self._held_still(rng) else frames[first : first + span : step]
-        clip = self._soften(self._crop(picked, rng), rng).expand(n, -1, -1, -1).contiguous()
+        if self._held_still(rng):
+            clip = self._crop(frames[first : first + 1], rng).expand(n, -1, -1, -1)
+        elif self._panned(rng):
+            clip = self._pan(frames[first], n, rng)
+        else:
+            clip = self._crop(frames[first : first + span : step], rng)
+        clip = self._soften(clip, rng).contiguous()
         lq, seed = self._lq(clip, rng)
         hr = clip[: hr_frames(cfg.latent_frames)] * 2 - 1
         return Sample(hr.transpose(0, 1), lq.transpose(0, 1), is_image=False, lq_seed=seed)
@@ -147,6 +152,19 @@ class ClipDataset(torch.utils.data.IterableDataset):
         """With ``still_prob``, a clip of one frame repeated (no draw at all when it is 0, so
         runs without it see the same samples as before)."""
         return self.cfg.still_prob > 0 and not self.hr_only and rng.random() < self.cfg.still_prob
+
+    def _panned(self, rng: random.Random) -> bool:
+        """With ``pan_prob``, a clip that is one frame seen through a moving window (no draw when 0)."""
+        return self.cfg.pan_prob > 0 and not self.hr_only and rng.random() < self.cfg.pan_prob
+
+    def _pan(self, frame: np.ndarray, n: int, rng: random.Random) -> torch.Tensor:
+        """``n`` crops of one (H, W, 3) frame along a straight path, a whole number of pixels per
+        frame in each direction: motion whose every output change is known, with no new detail."""
+        c, (h, w) = self.cfg.crop, frame.shape[:2]
+        vy, vx = (_fitting_speed(side - c, n, self.cfg.pan_speed, rng) for side in (h, w))
+        y0, x0 = (_path_start(side - c, n, v, rng) for side, v in ((h, vy), (w, vx)))
+        path = np.stack([frame[y0 + t * vy : y0 + t * vy + c, x0 + t * vx : x0 + t * vx + c] for t in range(n)])
+        return self._crop(path, rng)  # the path is already crop-sized: this only flips and converts
 
     def _soften(self, clip: torch.Tensor, rng: random.Random) -> torch.Tensor:
         """With ``soften_prob``, the clip blurred by a random Gaussian: softer ground truth,
@@ -176,6 +194,18 @@ class ClipDataset(torch.utils.data.IterableDataset):
         if self.cfg.hflip and rng.random() < 0.5:
             out = out.flip(-1)
         return out
+
+
+def _fitting_speed(room: int, n: int, most: int, rng: random.Random) -> int:
+    """A speed in [−most, most] whose path of ``n`` frames fits in ``room`` spare pixels."""
+    most = min(most, room // max(n - 1, 1))
+    return rng.randint(-most, most)
+
+
+def _path_start(room: int, n: int, speed: int, rng: random.Random) -> int:
+    travel = abs(speed) * (n - 1)
+    start = rng.randrange(0, room - travel + 1)
+    return start + travel if speed < 0 else start
 
 
 def _short_side(seg: Segment, cap: int) -> int:

@@ -56,6 +56,8 @@ class DataConfig:
     soften_prob: float = 0.0  # chance a sample's HR is blurred first (it is then the ground truth too):
     soften_sigma: float = 1.5  # up to this Gaussian σ (HR pixels), so soft LR is not taken for a sharp edge
     still_prob: float = 0.0  # chance a video sample is one frame held still: any change in the output is flicker
+    pan_prob: float = 0.0  # chance a video sample (not held still) is one frame panned across: exactly known motion
+    pan_speed: int = 4  # HR pixels per frame, at most, in each direction of a pan
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
 
 
@@ -89,7 +91,7 @@ class SparseTrainConfig:
     local_ranges: tuple[int, ...] = (7, 9, 11)
     kv_slices: tuple[int, ...] = (2, 3, 4)
     sparse_ratio: float = 2.0
-    kernel: str = "auto"  # block-sparse kernel: auto (flex on CUDA), flex, gather or dense (small crops)
+    kernel: str = "auto"  # block-sparse kernel: auto (flex on CUDA), flex, flash4 (tested for inference only), gather or dense
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,7 @@ def sparse_attention(cfg: TrainConfig, latents: torch.Tensor, device, rng: rando
         rng.choice(cfg.sparse.local_ranges),
         rng.choice(cfg.sparse.kv_slices),
         topk_ratio,
-        resolve_backend(cfg.sparse.kernel, device),
+        resolve_backend(cfg.sparse.kernel, device, training=True),
     )
 
 
