@@ -571,14 +571,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _known_errors() -> tuple[type[BaseException], ...]:
     """Errors whose message is meant for users: bad files, options and weights, I/O failures.
-    (Imported on demand: these modules pull in torch and PyAV.)"""
-    import av
-
-    from .io.media import MediaError
-    from .jobs import JobCancelled
+    (Imported on demand: these modules pull in torch and PyAV; ``bench`` runs without PyAV.)"""
     from .weights.loading import WeightsError
 
-    return (MediaError, WeightsError, JobCancelled, ValueError, OSError, av.error.FFmpegError)
+    known: tuple[type[BaseException], ...] = (WeightsError, ValueError, OSError)
+    try:
+        import av
+    except ImportError:  # no media was read or written, so no media or job error can have been raised
+        return known
+    from .io.media import MediaError
+    from .jobs import JobCancelled
+
+    return known + (MediaError, JobCancelled, av.error.FFmpegError)
 
 
 ALLOCATOR_SETTINGS = "expandable_segments:True"  # tiles and caches of changing sizes fragment fixed segments

@@ -335,3 +335,14 @@ def test_bench_reports_fps_stage_times_and_its_settings(tmp_path):
                                            "--memory-limit", "24", "--decoder-chunk", "1", "--kv-cache", "fp8"])  # fmt: skip
     assert (tiled.tile, tiled.tile_overlap, tiled.offload_tiles, tiled.memory_limit) == ((128, 256), 256, True, 24.0)
     assert (tiled.decoder_chunk, tiled.kv_cache) == (1, "fp8")
+
+
+def test_without_pyav_the_cli_says_so_in_one_line():
+    """PyAV is a dependency, but an install without it (some GPU machines) must get one line
+    naming it, not a traceback from the error handler (a fresh process, as on such a machine)."""
+    blocked = "import sys; sys.modules['av'] = None; from flashvsr import cli; "  # any `import av` raises ImportError
+    args = ["bench", "--device", "cpu", "--layers", "1", "--frames", "5"]
+    run = subprocess.run([sys.executable, "-c", blocked + f"sys.exit(cli.main({args!r}))"], capture_output=True, text=True)
+    assert run.returncode != 0
+    assert run.stderr.startswith("flashvsr: ") and "'av'" in run.stderr and "Traceback" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
