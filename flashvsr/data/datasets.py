@@ -130,9 +130,9 @@ class ClipDataset(torch.utils.data.IterableDataset):
         span = (n - 1) * step + 1
         frames = self.cache.get(seg.path, seg.kind, seg.start, seg.frames)
         first = rng.randrange(0, seg.frames - span + 1)
-        if self._held_still(rng):
+        if self._drawn(self.cfg.still_prob, rng):  # one frame held still: any output change is flicker
             clip = self._crop(frames[first : first + 1], rng).expand(n, -1, -1, -1)
-        elif self._panned(rng):
+        elif self._drawn(self.cfg.pan_prob, rng):
             clip = self._pan(frames[first], n, rng)
         else:
             clip = self._crop(frames[first : first + span : step], rng)
@@ -148,14 +148,10 @@ class ClipDataset(torch.utils.data.IterableDataset):
         lq = lq.expand(lq_frames(1), -1, -1, -1)
         return Sample((image * 2 - 1).transpose(0, 1), lq.transpose(0, 1), is_image=True, lq_seed=seed)
 
-    def _held_still(self, rng: random.Random) -> bool:
-        """With ``still_prob``, a clip of one frame repeated (no draw at all when it is 0, so
-        runs without it see the same samples as before)."""
-        return self.cfg.still_prob > 0 and not self.hr_only and rng.random() < self.cfg.still_prob
-
-    def _panned(self, rng: random.Random) -> bool:
-        """With ``pan_prob``, a clip that is one frame seen through a moving window (no draw when 0)."""
-        return self.cfg.pan_prob > 0 and not self.hr_only and rng.random() < self.cfg.pan_prob
+    def _drawn(self, prob: float, rng: random.Random) -> bool:
+        """True with chance ``prob`` for a sample with an LQ clip (still and panned clips). No
+        draw at all when ``prob`` is 0, so runs without the option see the same samples as before."""
+        return prob > 0 and not self.hr_only and rng.random() < prob
 
     def _pan(self, frame: np.ndarray, n: int, rng: random.Random) -> torch.Tensor:
         """``n`` crops of one (H, W, 3) frame along a straight path, a whole number of pixels per
@@ -164,7 +160,7 @@ class ClipDataset(torch.utils.data.IterableDataset):
         vy, vx = (_fitting_speed(side - c, n, self.cfg.pan_speed, rng) for side in (h, w))
         y0, x0 = (_path_start(side - c, n, v, rng) for side, v in ((h, vy), (w, vx)))
         path = np.stack([frame[y0 + t * vy : y0 + t * vy + c, x0 + t * vx : x0 + t * vx + c] for t in range(n)])
-        return self._crop(path, rng)  # the path is already crop-sized: this only flips and converts
+        return self._as_clip(path, rng)
 
     def _soften(self, clip: torch.Tensor, rng: random.Random) -> torch.Tensor:
         """With ``soften_prob``, the clip blurred by a random Gaussian: softer ground truth,
@@ -190,7 +186,11 @@ class ClipDataset(torch.utils.data.IterableDataset):
         c = self.cfg.crop
         _, h, w, _ = frames.shape
         y, x = rng.randrange(0, h - c + 1), rng.randrange(0, w - c + 1)
-        out = torch.from_numpy(np.ascontiguousarray(frames[:, y : y + c, x : x + c])).permute(0, 3, 1, 2).float() / 255
+        return self._as_clip(frames[:, y : y + c, x : x + c], rng)
+
+    def _as_clip(self, frames: np.ndarray, rng: random.Random) -> torch.Tensor:
+        """(T, c, c, 3) uint8 → (T, 3, c, c) float in [0, 1], flipped at random with ``hflip``."""
+        out = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255
         if self.cfg.hflip and rng.random() < 0.5:
             out = out.flip(-1)
         return out
