@@ -2,6 +2,7 @@
 busy the GPU was (summed kernel time against the calls' elapsed time).
 
     python benchmarks/profile_call.py [--height 768 --width 1408] [--compile] [--no-graphs] [--out trace.txt]
+        [--stacks 6]   # also the ops' CUDA time by Python call site (6 frames) and by input shape
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def main() -> int:
     ap.add_argument("--no-graphs", action="store_true")
     ap.add_argument("--attention-backend", default="auto")
     ap.add_argument("--out")
+    ap.add_argument("--stacks", type=int, default=0, help="also group by this many Python frames, and by input shape")
     args = ap.parse_args()
     models = random_official_models(args.layers, "tiny", "cuda")
     cfg = engine_config("tiny", "cuda", "bfloat16", local_range=11, sparse_ratio=2.0, compile=args.compile,
@@ -47,7 +49,9 @@ def main() -> int:
         eng.push(state, prep(0, SETTLE_FRAMES))
         later = prep(SETTLE_FRAMES, total)
         torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
+        detail = bool(args.stacks)
+        with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU], with_stack=detail,
+                     record_shapes=detail) as prof:
             start.record()
             eng.push(state, later)
             end.record()
@@ -59,6 +63,13 @@ def main() -> int:
                f"{len(state.graphs.captured)} graphs; two calls {elapsed:.1f} ms elapsed, "
                f"kernels {kernels:.1f} ms ({100 * kernels / elapsed:.0f} % busy)")  # fmt: skip
     table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=45, max_name_column_width=70)
+    if args.stacks:
+        by_site = prof.key_averages(group_by_stack_n=args.stacks)
+        table += "\n" + by_site.table(sort_by="self_cuda_time_total", row_limit=60, max_name_column_width=40,
+                                      max_src_column_width=110)
+        by_shape = prof.key_averages(group_by_input_shape=True)
+        table += "\n" + by_shape.table(sort_by="self_cuda_time_total", row_limit=60, max_name_column_width=40,
+                                       max_shapes_column_width=110)
     print("SUMMARY", summary)
     print(table)
     if args.out:

@@ -124,6 +124,29 @@ def test_time_strided_conv_as_one_2d_conv_equals_the_3d_conv(steps):
     torch.testing.assert_close(time_conv_as_2d(conv, x), conv(x), rtol=1e-12, atol=1e-12)
 
 
+def test_lq_projection_weights_stored_for_2d_convs_change_no_value():
+    """The engine re-lays the conv weights so that their 2-D form is channels-last (no per-call
+    conversion by cuDNN): the parameters keep their values and the tokens do not change."""
+    proj = tiny_models().lq_proj
+    clip = random_frames(4, 64, 64, seed=2)[None].transpose(1, 2)
+    before = [proj.step(proj.step(LQProjCache(), clip)[1], clip)[0]]
+    state = {k: v.clone() for k, v in proj.state_dict().items()}
+    proj.store_weights_for_2d()
+    after = proj.step(proj.step(LQProjCache(), clip)[1], clip)[0]
+    assert all(torch.equal(state[k], v) for k, v in proj.state_dict().items())
+    for conv in (proj.conv1, proj.conv2):
+        assert conv.weight.flatten(1, 2).is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(after, before[0], rtol=1e-6, atol=1e-6)
+
+
+def test_dit_gelu_epilogue_is_the_plain_ffn_off_cuda():
+    """``gelu_epilogue`` asks for cuBLASLt's GELU (tanh) epilogue; off CUDA the plain FFN runs
+    (the CPU's fused op computes erf's GELU, which the model does not use)."""
+    block = tiny_models().dit.blocks[0]
+    x = torch.randn(1, 10, block.ffn[0].in_features, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(block.feed_forward(x, gelu_epilogue=True), block.ffn(x))
+
+
 @pytest.mark.parametrize("extras", [{}, {"lq_skip": True, "head_memory": True}])
 def test_tc_decoder_in_channels_last_layout_gives_the_same_frames(extras):
     """``channels_last`` keeps every convolution's input in that layout (no conversion around

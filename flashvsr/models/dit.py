@@ -10,6 +10,7 @@ cross-attention keys/values of the fixed text context — is computed once by
 
 from __future__ import annotations
 
+import functools
 import math
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -200,18 +201,29 @@ class DiTBlock(nn.Module):
         shift1, scale1, *_ = split_modulation(self.modulation, t_mod, x.dtype)
         return self.self_attn.qkv(modulate(layer_norm(x, self.eps), shift1, scale1), rope)
 
-    def after_attention(self, x, attn, t_mod, text_kv):
+    def after_attention(self, x, attn, t_mod, text_kv, gelu_epilogue: bool = False):
         _, _, gate1, shift2, scale2, gate2 = split_modulation(self.modulation, t_mod, x.dtype)
         x = x + gate1 * self.self_attn.o(attn)
         x = x + self.cross_attn(self.norm3(x), text_kv)
-        return x + gate2 * self.ffn(modulate(layer_norm(x, self.eps), shift2, scale2))
+        return x + gate2 * self.feed_forward(modulate(layer_norm(x, self.eps), shift2, scale2), gelu_epilogue)
 
-    def compile_halves(self, **options) -> None:
+    def feed_forward(self, x: torch.Tensor, gelu_epilogue: bool = False) -> torch.Tensor:
+        """The FFN. ``gelu_epilogue`` (CUDA): the GELU (tanh) runs in the first matmul's cuBLASLt
+        epilogue, rounded to bf16 once instead of twice: 16 % off that pair's time on the H100
+        (benchmarks/kernel_options.py; the CPU's version of that op computes erf's GELU instead)."""
+        if not (gelu_epilogue and x.is_cuda):
+            return self.ffn(x)
+        up, _, down = self.ffn
+        hidden = torch._addmm_activation(up.bias, x.flatten(0, -2), up.weight.t(), use_gelu=True)
+        return down(hidden.unflatten(0, x.shape[:-1]))
+
+    def compile_halves(self, gelu_epilogue: bool = False, **options) -> None:
         """Compile the element-wise-heavy halves (norms, RoPE, modulation, gating, FFN)
         around the sparse attention, which stays a separate kernel."""
+        after = functools.partial(self.after_attention, gelu_epilogue=gelu_epilogue)
         self.compiled_halves = (
             torch.compile(self.before_attention, **options),
-            torch.compile(self.after_attention, **options),
+            torch.compile(after, **options),
         )
 
 
@@ -279,10 +291,10 @@ class WanDiT(nn.Module):
         return DiTConditioning(t_emb=t_emb, t_mod=t_mod, text_kv=self.text_conditioning(context))
 
     # -- forward --------------------------------------------------------------------------------
-    def compile_blocks(self, **options) -> None:
+    def compile_blocks(self, gelu_epilogue: bool = False, **options) -> None:
         """torch.compile every block's halves around self-attention (CUDA inference)."""
         for block in self.blocks:
-            block.compile_halves(**options)
+            block.compile_halves(gelu_epilogue, **options)
 
     def patchify(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, C, f, H/8, W/8) → (B, f·h·w, dim), tokens in (t, y, x) order."""

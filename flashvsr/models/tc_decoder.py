@@ -18,7 +18,6 @@ from torch import nn
 from ..config import TCDecoderConfig
 
 LATENT_CLAMP = 3.0
-CONV3X3_GEOMETRY = ((1, 1), (1, 1), (1, 1), 1)  # stride, padding, dilation, groups of conv3x3
 
 
 def conv3x3(c_in: int, c_out: int, bias: bool = True) -> nn.Conv2d:
@@ -62,9 +61,19 @@ class MemBlock(nn.Module):
 
     def _fused(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         first, _, second, _, third = self.conv
-        h = torch.cudnn_convolution_relu(h, first.weight, first.bias, *CONV3X3_GEOMETRY)
-        h = torch.cudnn_convolution_relu(h, second.weight, second.bias, *CONV3X3_GEOMETRY)
-        return torch.cudnn_convolution_add_relu(h, third.weight, x, 1.0, third.bias, *CONV3X3_GEOMETRY)
+        h = conv_relu(first, h)
+        h = conv_relu(second, h)
+        return torch.cudnn_convolution_add_relu(h, third.weight, x, 1.0, third.bias, *geometry(third))
+
+
+def geometry(conv: nn.Conv2d) -> tuple:
+    """A conv's stride, padding, dilation and groups, as cuDNN's fused ops take them."""
+    return conv.stride, conv.padding, conv.dilation, conv.groups
+
+
+def conv_relu(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``ReLU(conv(x))`` in one cuDNN call (CUDA): the ReLU runs in the convolution's epilogue."""
+    return torch.cudnn_convolution_relu(x, conv.weight, conv.bias, *geometry(conv))
 
 
 class TGrow(nn.Module):
@@ -172,7 +181,8 @@ class TCDecoder(nn.Module):
         activation memory bounded at high resolution. ``channels_last`` runs every layer in that
         memory layout (the same values; on GPUs it spares cuDNN a layout conversion around each
         convolution, given weights in that layout too). ``fused`` runs the memory blocks with
-        cuDNN's fused epilogues (CUDA; bf16 rounding differs, see :class:`MemBlock`).
+        cuDNN's fused epilogues, and each other conv that a ReLU follows with the ReLU in its
+        epilogue (CUDA; bf16 rounding differs, see :class:`MemBlock`).
         """
         b, _, n, h, w = latents.shape
         layout = torch.channels_last if channels_last else torch.contiguous_format
@@ -237,6 +247,9 @@ class TCDecoder(nn.Module):
                 x = self._head_input(x, b, t, past, skip)
             if isinstance(layer, MemBlock):
                 x = layer(x, _predecessors(x, b, t, past, i), fused=how.fused)
+            elif how.fused and x.is_cuda and self._relu_follows(i):
+                x = conv_relu(layer, x)
+                i += 1
             elif isinstance(layer, Upsample2x):  # always followed by its TGrow
                 grow = self.decoder[i + 1]
                 x, t = grow(x), t * grow.stride
@@ -248,6 +261,11 @@ class TCDecoder(nn.Module):
                 x = layer(x)
             i += 1
         return x, t
+
+    def _relu_follows(self, i: int) -> bool:
+        """Layer ``i`` is a conv whose output only a ReLU reads (fusable)."""
+        nxt = i + 1 < len(self.decoder) and self.decoder[i + 1]
+        return isinstance(self.decoder[i], nn.Conv2d) and isinstance(nxt, nn.ReLU)
 
     def _head_input(self, x: torch.Tensor, b: int, t: int, past: dict, skip) -> torch.Tensor:
         """The first full-resolution conv's input: the frames' features, their LQ frames

@@ -1,0 +1,152 @@
+"""Device probe (issue 4, session 11): single-op alternatives for the parts of the 1408×768 profile
+that are not matrix work (benchmarks/results/2026-11-22_h100_s11/call1_profile_stacks.txt), each
+timed against the op it would replace, with the largest difference between their outputs.
+
+    python benchmarks/kernel_options.py [--height 768 --width 1408] [--json OUT.jsonl]
+
+- ``head_relu``: the TC decoder's full-resolution conv + in-place ReLU, or cuDNN's fused conv-ReLU.
+- ``last_conv``: its 128 → 3 output conv, or the same weights padded with zero outputs to 8 / 16.
+- ``lr_conv1`` / ``lr_conv2``: the LR projection's time convs as 2-D convs (weights flattened on
+  each call, NCHW), with the 2-D weights stored channels-last once, or as unfold + one matmul.
+- ``topk``: LCSA's per-slice threshold (the (k+1)-th largest) by unsorted top-k, kthvalue, sort.
+- ``ffn_gelu``: the FFN's first linear then GELU(tanh), or cuBLASLt's GELU epilogue (and in float32,
+  which GELU that epilogue computes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from flashvsr.attention.masks import topk_count, window_grid  # noqa: E402
+from flashvsr.config import SPARSE_REFERENCE_PIXELS, LQProjConfig  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from flex_options import time_ms  # noqa: E402
+
+DEV, BF16 = torch.device("cuda"), torch.bfloat16
+CONV3X3_GEOMETRY = ((1, 1), (1, 1), (1, 1), 1)  # stride, padding, dilation, groups
+
+
+def randn(*shape, scale=1.0, layout=torch.contiguous_format):
+    return (torch.randn(*shape, device=DEV) * scale).to(BF16).contiguous(memory_format=layout)
+
+
+def compare(name: str, variants: dict, rows: list, iters: int) -> None:
+    """Time each variant (a no-argument function) and report its output's largest difference
+    from the first variant's."""
+    reference = None
+    for label, fn in variants.items():
+        with torch.no_grad():
+            out = fn().float()
+            ms = time_ms(fn, iters)
+        reference = out if reference is None else reference
+        diff = (out - reference).abs().max().item() if out.shape == reference.shape else float("nan")
+        row = {"case": name, "variant": label, "ms": round(ms, 4), "max_abs_diff": diff,
+               "ref_abs_max": reference.abs().max().item()}  # fmt: skip
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+
+def decoder_cases(h: int, w: int, rows: list, iters: int) -> None:
+    cl = torch.channels_last
+    x = randn(1, 128, h, w, layout=cl).relu()
+    weight = randn(128, 128, 3, 3, scale=0.03, layout=cl)
+
+    def conv_then_relu():
+        return F.relu_(F.conv2d(x, weight, padding=1))
+
+    compare("head_relu", {
+        "conv+relu_": conv_then_relu,
+        "cudnn_convolution_relu": lambda: torch.cudnn_convolution_relu(x, weight, None, *CONV3X3_GEOMETRY),
+    }, rows, iters)  # fmt: skip
+    last, bias = randn(3, 128, 3, 3, scale=0.03, layout=cl), randn(3, scale=0.1)
+
+    def padded(n):
+        wp = torch.cat([last, last.new_zeros(n - 3, *last.shape[1:])]).contiguous(memory_format=cl)
+        bp = torch.cat([bias, bias.new_zeros(n - 3)])
+        return lambda: F.conv2d(x, wp, bp, padding=1)[:, :3]
+
+    compare("last_conv", {"3 outputs": lambda: F.conv2d(x, last, bias, padding=1),
+                          "padded to 8": padded(8), "padded to 16": padded(16)}, rows, iters)  # fmt: skip
+
+
+def lr_cases(h: int, w: int, rows: list, iters: int) -> None:
+    cfg = LQProjConfig()
+    gh, gw = h // cfg.unshuffle + 2, w // cfg.unshuffle + 2  # replicate-padded by one on each side
+    kt = cfg.kernel[0]
+    for name, c_in, c_out, steps in (("lr_conv1", cfg.unshuffled_channels, cfg.hidden1, 2),
+                                     ("lr_conv2", cfg.hidden1, cfg.hidden2, 1)):  # fmt: skip
+        weight = randn(c_out, c_in, kt, 3, 3, scale=1 / (c_in * kt * 9) ** 0.5)
+        bias = randn(c_out, scale=0.1)
+        # the stacked input as time_conv_as_2d builds it: channels-last (steps, c_in·kt, gh, gw)
+        stacked = randn(steps, gh, gw, c_in * kt).permute(0, 3, 1, 2)
+        stored = weight.flatten(1, 2).contiguous(memory_format=torch.channels_last)
+
+        def as_matmul():
+            cols = F.unfold(stacked, 3)  # (steps, c_in·kt·9, pixels)
+            out = torch.baddbmm(bias[None, :, None], weight.flatten(1).expand(steps, -1, -1), cols)
+            return out.unflatten(-1, (gh - 2, gw - 2))
+
+        compare(name, {
+            "flattened per call": lambda: F.conv2d(stacked, weight.flatten(1, 2), bias),
+            "stored channels-last": lambda: F.conv2d(stacked, stored, bias),
+            "unfold + matmul": as_matmul,
+        }, rows, iters)  # fmt: skip
+
+
+def topk_cases(h: int, w: int, rows: list, iters: int) -> None:
+    windows = window_grid(h // 16, w // 16)[0] * window_grid(h // 16, w // 16)[1]
+    k = topk_count(windows, 2.0 * SPARSE_REFERENCE_PIXELS / (h * w))  # sparse ratio 2
+    probs = torch.rand(1, 12, 1, windows * windows * 4, device=DEV).softmax(-1)  # a slice against four
+    n = probs.shape[-1]
+    compare("topk", {
+        "topk unsorted + amin": lambda: probs.topk(k + 1, dim=-1, sorted=False).values.amin(-1),
+        "kthvalue": lambda: probs.kthvalue(n - k, dim=-1).values,
+        "sort": lambda: probs.sort(dim=-1, descending=True).values[..., k],
+    }, rows, iters)  # fmt: skip
+
+
+def ffn_cases(tokens: int, rows: list, iters: int) -> None:
+    x = randn(tokens, 1536)
+    weight, bias = randn(8960, 1536, scale=1536**-0.5), randn(8960, scale=0.02)
+    compare("ffn_gelu", {
+        "linear + gelu": lambda: F.gelu(F.linear(x, weight, bias), approximate="tanh"),
+        "addmm gelu epilogue": lambda: torch._addmm_activation(bias, x, weight.t(), use_gelu=True),
+    }, rows, iters)  # fmt: skip
+    # which GELU the epilogue is: in float32 tanh's approximation and erf differ visibly (≈ 1e-4)
+    x32, w32, b32 = x.float(), weight.float(), bias.float()
+    compare("ffn_gelu_float32", {
+        "addmm gelu epilogue": lambda: torch._addmm_activation(b32, x32, w32.t(), use_gelu=True),
+        "linear + gelu tanh": lambda: F.gelu(F.linear(x32, w32, b32), approximate="tanh"),
+        "linear + gelu erf": lambda: F.gelu(F.linear(x32, w32, b32)),
+    }, rows, iters)  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--height", type=int, default=768)
+    parser.add_argument("--width", type=int, default=1408)
+    parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--only-ffn", action="store_true")
+    args = parser.parse_args()
+    torch.backends.cudnn.benchmark = True
+    rows: list = []
+    if not args.only_ffn:
+        decoder_cases(args.height, args.width, rows, args.iters)
+        lr_cases(args.height, args.width, rows, args.iters)
+        topk_cases(args.height, args.width, rows, args.iters)
+    ffn_cases(2 * (args.height // 16) * (args.width // 16), rows, args.iters)
+    if args.json:
+        args.json.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+if __name__ == "__main__":
+    main()
