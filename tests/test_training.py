@@ -114,6 +114,31 @@ def test_residual_decoder_fine_tunes_on_the_students_latents(trained: Path):
     assert folder_variants(replace_decoder(slim, trained / "ft_decoder", trained / "ft_slim_model")) == ("tiny",)
 
 
+def test_decoder_stage_can_fine_tune_the_student_end_to_end(trained: Path):
+    """``decoder_loss.student_lr_scale`` > 0: the student (DiT + LR projection) learns through the
+    decoder's pixel and temporal losses at that fraction of the rate; replace-decoder then carries
+    the new student into the model folder as well."""
+    model = export_model(trained / "vae", trained / "stage3", trained / "tcdecoder", trained / "e2e_base")
+    overrides = {"init": str(model), "model.tc_decoder.residual": True, "decoder_loss.latents": "student",
+                 "decoder_loss.student": str(model), "decoder_loss.vae_weight": 0.0, "decoder_loss.temporal_weight": 1.0,
+                 "decoder_loss.temporal_loss": "l1", "decoder_loss.student_lr_scale": 0.5, "optim.lr": 1e-3}  # fmt: skip
+    losses = run_stage(write_config(trained, "tcdecoder", steps=3, name="e2e"), overrides)
+    assert np.isfinite(losses["loss"]) and losses["temporal_l1"] > 0
+    ckpt = load_checkpoint(trained / "e2e" / "checkpoints" / "last.pt")
+    rates = [g["initial_lr"] for g in ckpt["optimizers"]["main"]["param_groups"]]
+    assert rates == [1e-3, 5e-4]  # decoder, student
+    before = Upscaler.load(model, device="cpu").models
+    out = replace_decoder(model, trained / "e2e", trained / "e2e_model")
+    after = Upscaler.load(out, device="cpu").models
+    student = checkpoint_weights(trained / "e2e", "net")
+    for name, value in after.dit.state_dict().items():
+        torch.testing.assert_close(value.float(), student[f"dit.{name}"].float(), rtol=1e-3, atol=1e-3)
+    changed = [n for n, v in after.dit.state_dict().items() if not torch.equal(v, before.dit.state_dict()[n])]
+    assert changed  # the student moved, and the folder holds the moved one
+    with pytest.raises(ValueError, match="student_lr_scale"):
+        load_train_config(write_config(trained, "tcdecoder", name="e2e_bad"), {"decoder_loss.student_lr_scale": 0.5})
+
+
 def test_decoder_fine_tune_keeps_the_weights_that_score_best(trained: Path):
     """[score]: held-out clips with plain bicubic LQ are scored on the EMA weights; the best
     are kept as best.pt. A residual decoder just zeroed gains exactly 0 dB over bicubic."""

@@ -79,7 +79,8 @@ def add_train_parser(sub) -> None:
     exp.add_argument("--card", help="a Markdown model card to include")
     exp.add_argument("--no-vae", action="store_true", help="leave out the VAE (no full variant)")
     exp.set_defaults(func=_export)
-    rep = tsub.add_parser("replace-decoder", help="copy a model folder with a newly trained TC decoder")
+    rep = tsub.add_parser("replace-decoder", help="copy a model folder with a newly trained TC decoder (and the "
+                          "student, where that decoder stage fine-tuned it too)")  # fmt: skip
     rep.add_argument("model", help="model folder to copy")
     rep.add_argument("--tc-decoder", required=True, help="TC decoder stage run folder or checkpoint")
     rep.add_argument("-o", "--output", required=True, help="model folder to write")

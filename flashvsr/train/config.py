@@ -130,10 +130,17 @@ class DecoderLossConfig:
     temporal_weight: float = 0.0  # loss on the output's frame-to-frame changes against the ground truth's
     #                               (not in the paper): flicker costs more than its share of the pixel MSE
     temporal_loss: str = "mse"  # "mse", or "l1": small flickers in still regions weigh as much as motion errors
+    student_lr_scale: float = 0.0  # > 0 (with latents = "student"): the student (DiT + LR projection) learns
+    #                                too, end to end through the decoder, at this fraction of optim.lr (not in the
+    #                                paper): its latents, not only the decoder, answer to the temporal loss
 
     def __post_init__(self):
         if self.temporal_loss not in TEMPORAL_LOSSES:
             raise ValueError(f"temporal_loss must be one of {TEMPORAL_LOSSES}, got {self.temporal_loss!r}")
+        if self.student_lr_scale < 0 or (self.student_lr_scale and self.latents != "student"):
+            raise ValueError("student_lr_scale must be ≥ 0, and > 0 only with latents = 'student'")
+        if self.student_lr_scale and self.latent_noise:
+            raise ValueError("latent_noise perturbs detached latents: it cannot be used with student_lr_scale")
 
 
 @dataclass(frozen=True)

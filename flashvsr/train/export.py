@@ -56,12 +56,17 @@ def export_model(
 def replace_decoder(model: str | Path, tc_decoder: str | Path, out: str | Path, dtype: torch.dtype = torch.float16,
                     card: str = "") -> Path:  # fmt: skip
     """A copy of a model folder with the TC decoder (and its config) from a decoder stage,
-    e.g. a residual decoder fine-tuned on the model's own latents."""
+    e.g. a residual decoder fine-tuned on the model's own latents; when that stage trained the
+    student too (``decoder_loss.student_lr_scale``), its DiT and LR projection come along."""
     decoder_cfg = stage_model_config(tc_decoder).tc_decoder
     models, _ = load_model(model, variants=folder_variants(Path(model)), dtype=torch.float32)
     models.config = replace(models.config, tc_decoder=decoder_cfg)
     models.tc_decoder = TCDecoder(decoder_cfg)
     models.tc_decoder.load_state_dict(checkpoint_weights(tc_decoder, "tc_decoder"))
+    if trained_student(tc_decoder):
+        net = checkpoint_weights(tc_decoder, "net")
+        models.dit.load_state_dict(split_prefixed(net, "dit."))
+        models.lq_proj.load_state_dict(split_prefixed(net, "lq_proj."))
     for module in models.modules().values():
         module.to(dtype)
     folder = save_model(models, out)
@@ -69,6 +74,12 @@ def replace_decoder(model: str | Path, tc_decoder: str | Path, out: str | Path, 
     if card:
         (folder / CARD_FILE).write_text(card)
     return folder
+
+
+def trained_student(checkpoint: str | Path) -> bool:
+    """Whether a decoder stage's checkpoint holds a student it fine-tuned."""
+    ckpt = load_checkpoint(checkpoint)
+    return "net" in ckpt.get("ema", {}) or "net" in ckpt.get("models", {})
 
 
 def _existing_card(folder: Path) -> str:

@@ -403,20 +403,26 @@ class TCDecoderTask(BaseTask):
         if c.restart_output:
             decoder.zero_last_layer()
         self.trainable = {"tc_decoder": decoder.to(self.device)}
+        if c.student_lr_scale:  # end to end: the student learns through the decoder's losses too
+            self.trainable["net"] = self.student.train().requires_grad_(True)
+        self.lr_scales = {"net": c.student_lr_scale}
         self.lpips = LPIPSLoss(c.lpips_weights, self.device)
 
-    @torch.no_grad()
-    def latents(self, batch, generator: torch.Generator | None = None, rng: random.Random | None = None) -> torch.Tensor:
+    def latents(self, batch, generator: torch.Generator | None = None, rng: random.Random | None = None,
+                grad: bool = False) -> torch.Tensor:  # fmt: skip
+        """The decoder's input latents; ``grad``: keep the student's graph (when it is trained)."""
         if self.student is None:
-            return self.vae.encode(batch["hr"])
+            with torch.no_grad():
+                return self.vae.encode(batch["hr"])
         hr = batch["hr"]
         latent_frames = (hr.shape[2] - 1) // VAE_TEMPORAL_FACTOR + 1  # 4T−3 HR frames ← T latents
         f = VAE_SPATIAL_FACTOR
         shape = (hr.shape[0], self.cfg.model.dit.in_channels, latent_frames, hr.shape[-2] // f, hr.shape[-1] // f)
         noise = torch.randn(shape, device=self.device, generator=generator)
         attention = sparse_attention(self.cfg, noise, self.device, rng or self.rng)
-        with self.trainer.autocast():
-            return one_step_sample(self.student, noise, batch["lq"], attention)
+        student = self.trainable.get("net", self.student)  # the wrapped module when it is trained
+        with torch.set_grad_enabled(grad), self.trainer.autocast():
+            return one_step_sample(student, noise, batch["lq"], attention)
 
     @torch.no_grad()
     def perturbed(self, latents: torch.Tensor) -> torch.Tensor:
@@ -429,7 +435,7 @@ class TCDecoderTask(BaseTask):
     def train_step(self, batch, step):
         c = self.cfg.decoder_loss
         hr = batch["hr"]
-        latents = self.latents(batch)
+        latents = self.latents(batch, grad="net" in self.trainable)
         with self.trainer.autocast():
             frames = self.trainable["tc_decoder"](self.perturbed(latents), lq_condition_frames(batch["lq"], hr.shape[2]))
         frames = frames.float()

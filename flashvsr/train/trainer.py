@@ -84,11 +84,13 @@ class Trainer:
         for name, module in task.trainable.items():
             task.trainable[name] = D.wrap(module, self.env, self.cfg.run.distributed)
         o = self.cfg.optim
+        scales = getattr(task, "lr_scales", {})  # trainable name → fraction of its optimizer's rate
         for opt_name, names in task.optimizer_groups().items():
-            params = [p for n in names for p in task.trainable[n].parameters() if p.requires_grad]
             lr = getattr(task, "learning_rates", {}).get(opt_name, o.lr)
+            groups = [{"params": [p for p in task.trainable[n].parameters() if p.requires_grad],
+                       "lr": lr * scales.get(n, 1.0)} for n in names]  # fmt: skip
             self.optimizers[opt_name] = torch.optim.AdamW(
-                params, lr=lr, betas=o.betas, weight_decay=o.weight_decay, fused=self.env.device.type == "cuda"
+                groups, lr=lr, betas=o.betas, weight_decay=o.weight_decay, fused=self.env.device.type == "cuda"
             )
         for opt in self.optimizers.values():
             for group in opt.param_groups:
