@@ -264,8 +264,8 @@ class TCDecoder(nn.Module):
 
     def _relu_follows(self, i: int) -> bool:
         """Layer ``i`` is a conv whose output only a ReLU reads (fusable)."""
-        nxt = i + 1 < len(self.decoder) and self.decoder[i + 1]
-        return isinstance(self.decoder[i], nn.Conv2d) and isinstance(nxt, nn.ReLU)
+        layers = self.decoder
+        return isinstance(layers[i], nn.Conv2d) and i + 1 < len(layers) and isinstance(layers[i + 1], nn.ReLU)
 
     def _head_input(self, x: torch.Tensor, b: int, t: int, past: dict, skip) -> torch.Tensor:
         """The first full-resolution conv's input: the frames' features, their LQ frames

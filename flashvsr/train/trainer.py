@@ -38,6 +38,8 @@ BEST = "best.pt"  # the same, for the EMA weights that scored best on the held-o
 
 class Task(Protocol):
     trainable: dict[str, nn.Module]  # checkpointed, EMA'd and exported under these names
+    # optional: ``learning_rates`` (optimizer name → rate, default optim.lr) and ``lr_scales``
+    # (trainable name → fraction of its optimizer's rate, default 1)
 
     def optimizer_groups(self) -> dict[str, list[str]]: ...  # optimizer name → trainable names
     def train_step(self, batch: dict, step: int) -> dict[str, torch.Tensor]: ...
