@@ -6,6 +6,7 @@ kernel over the ring and the call's windows with the merge, the cache writes, an
 back per CUDA-event measurement so that host launch time hides as it does in the engine.
 
     python benchmarks/dit_parts.py [--height 768 --width 1408] [--attention-backend flash4] [--json OUT]
+        [--try coordinate_descent compiled_tables]   # candidate changes, timed instead
 """
 
 from __future__ import annotations
@@ -38,6 +39,20 @@ def cpu_ms(fn, repeats: int = 3) -> float:
     return (time.perf_counter() - start) * 1e3 / repeats
 
 
+def use_coordinate_descent() -> None:
+    torch._inductor.config.coordinate_descent_tuning = True
+
+
+def use_compiled_tables() -> None:
+    import flashvsr.attention.backends as backends
+
+    backends.selected_first = torch.compile(backends.selected_first, dynamic=False)
+
+
+TRIALS = {"coordinate_descent": use_coordinate_descent, "compiled_tables": use_compiled_tables}
+# session 11 also tried "rope_flip", RoPE as x·cos + swap(x)·(−sin, sin): kept, now flashvsr's apply_rope
+
+
 def kernel_table(fn, repeat: int) -> str:
     """The GPU kernels of ``repeat`` back-to-back calls of ``fn``, by total time."""
     from torch.profiler import ProfilerActivity, profile
@@ -58,7 +73,11 @@ def main() -> int:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--profile", action="store_true", help="also list the kernels of the LCSA call and the halves")
     ap.add_argument("--device", default="cuda", help="cpu: a smoke run of the script itself (no timings worth reading)")
+    ap.add_argument("--try", dest="trials", nargs="*", default=[], choices=sorted(TRIALS),
+                    help="candidate changes to time instead of the current code")
     args = ap.parse_args()
+    for name in args.trials:
+        TRIALS[name]()
     dev, dtype = torch.device(args.device), torch.bfloat16
     models = random_official_models(1, "tiny", dev)
     dit = models.dit.to(dtype)

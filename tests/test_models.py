@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from flashvsr.models.dit import dense_attention, rope_cos_sin, rope_split, sinusoidal_embedding
+from flashvsr.models.dit import apply_rope, dense_attention, rope_cos_sin, rope_split, sinusoidal_embedding
 from flashvsr.models.lq_proj import LQProjCache, time_conv_as_2d
 from flashvsr.models.tc_decoder import TCDecoder, lq_condition
 
@@ -20,6 +20,18 @@ from .conftest import random_frames, tiny_models
 def no_grad():
     with torch.no_grad():  # inference checks only; scoped so later modules still train
         yield
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rope_rotates_consecutive_pairs_exactly(dtype):
+    """(x₀, x₁) → (x₀c − x₁s, x₁c + x₀s) per pair, in float32, cast back: the same bits as the
+    pairwise formula (the kernel's layout changed, not its arithmetic)."""
+    x = torch.randn(2, 24, 3, 12, generator=torch.Generator().manual_seed(0)).to(dtype)
+    cos, sin = rope_cos_sin(torch.arange(2), 3, 4, 12)
+    x0, x1 = x.float()[..., 0::2], x.float()[..., 1::2]
+    c, s = cos[None, :, None], sin[None, :, None]
+    expected = torch.stack([x0 * c - x1 * s, x1 * c + x0 * s], dim=-1).flatten(-2).to(dtype)
+    assert torch.equal(apply_rope(x, cos, sin), expected)
 
 
 def test_rope_split_and_angles_follow_spec():
