@@ -2,10 +2,12 @@
 that are not matrix work (benchmarks/results/2026-11-22_h100_s11/call1_profile_stacks.txt), each
 timed against the op it would replace, with the largest difference between their outputs.
 
-    python benchmarks/kernel_options.py [--height 768 --width 1408] [--json OUT.jsonl]
+    python benchmarks/kernel_options.py [--height 768 --width 1408] [--json OUT.jsonl] [--cases upsample ffn …]
 
 - ``head_relu``: the TC decoder's full-resolution conv + in-place ReLU, or cuDNN's fused conv-ReLU.
 - ``last_conv``: its 128 → 3 output conv, or the same weights padded with zero outputs to 8 / 16.
+- ``upsample_conv``: its last nearest 2× upsampling (a copy) then the head conv + ReLU, or one
+  transposed conv (``upsampled_conv``) + ReLU.
 - ``lr_conv1`` / ``lr_conv2``: the LR projection's time convs as 2-D convs (weights flattened on
   each call, NCHW), with the 2-D weights stored channels-last once, or as unfold + one matmul.
 - ``topk``: LCSA's per-slice threshold (the (k+1)-th largest) by unsorted top-k, kthvalue, sort.
@@ -77,6 +79,35 @@ def decoder_cases(h: int, w: int, rows: list, iters: int) -> None:
                           "padded to 8": padded(8), "padded to 16": padded(16)}, rows, iters)  # fmt: skip
 
 
+# Nearest 2× upsampling then a 3×3 conv (padding 1) equals a stride-2 transposed conv with a 4×4
+# kernel: along each axis its taps 0…3 are (w₂, w₁+w₂, w₀+w₁, w₀). Exact in float64; 2.25× fewer
+# multiply-adds and no upsampled copy, but cuDNN runs it slower here (session 11: not kept).
+UPSAMPLED_TAPS = ((0, 0, 1), (0, 1, 1), (1, 1, 0), (1, 0, 0))
+
+
+def upsampled_conv(conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    taps = torch.tensor(UPSAMPLED_TAPS, dtype=torch.float32, device=x.device)
+    kernel = torch.einsum("ya,oiab,xb->ioyx", taps, conv.weight.float(), taps).to(conv.weight.dtype)
+    return F.conv_transpose2d(x, kernel.contiguous(memory_format=torch.channels_last), conv.bias, stride=2, padding=1)
+
+
+def upsample_cases(h: int, w: int, rows: list, iters: int) -> None:
+    """The decoder's last upsampling and the head conv after it, per frame (official sizes)."""
+    cl = torch.channels_last
+    x = randn(1, 128, h // 2, w // 2, layout=cl).relu()
+    conv = torch.nn.Conv2d(128, 128, 3, padding=1, bias=False).to(DEV, BF16).to(memory_format=cl)
+
+    def upsample_then_conv():
+        n, c, hh, ww = x.shape
+        up = x.permute(0, 2, 3, 1)[:, :, None, :, None].expand(n, hh, 2, ww, 2, c).reshape(n, 2 * hh, 2 * ww, c)
+        return F.relu_(F.conv2d(up.permute(0, 3, 1, 2), conv.weight, padding=1))
+
+    compare("upsample_conv", {
+        "upsample copy + conv + relu": upsample_then_conv,
+        "transposed conv + relu": lambda: F.relu_(upsampled_conv(conv, x)),
+    }, rows, iters)  # fmt: skip
+
+
 def lr_cases(h: int, w: int, rows: list, iters: int) -> None:
     cfg = LQProjConfig()
     gh, gw = h // cfg.unshuffle + 2, w // cfg.unshuffle + 2  # replicate-padded by one on each side
@@ -135,15 +166,20 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=1408)
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--only-ffn", action="store_true")
+    parser.add_argument("--cases", nargs="*", choices=["decoder", "upsample", "lr", "topk", "ffn"],
+                        help="groups to run (default: all)")
     args = parser.parse_args()
     torch.backends.cudnn.benchmark = True
     rows: list = []
-    if not args.only_ffn:
-        decoder_cases(args.height, args.width, rows, args.iters)
-        lr_cases(args.height, args.width, rows, args.iters)
-        topk_cases(args.height, args.width, rows, args.iters)
-    ffn_cases(2 * (args.height // 16) * (args.width // 16), rows, args.iters)
+    groups = {
+        "decoder": lambda: decoder_cases(args.height, args.width, rows, args.iters),
+        "upsample": lambda: upsample_cases(args.height, args.width, rows, args.iters),
+        "lr": lambda: lr_cases(args.height, args.width, rows, args.iters),
+        "topk": lambda: topk_cases(args.height, args.width, rows, args.iters),
+        "ffn": lambda: ffn_cases(2 * (args.height // 16) * (args.width // 16), rows, args.iters),
+    }
+    for name in args.cases or groups:
+        groups[name]()
     if args.json:
         args.json.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
