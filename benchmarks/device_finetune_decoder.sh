@@ -13,13 +13,14 @@
 # schedule ends there), BICUBIC_PROB, LR, MAX_SHORT_SIDE (frames' short side cap, 0: native),
 # BATCH, ECHO, TAG (run folder name), SKIP (true: the decoder reads full-resolution LQ frames,
 # started from the shipped one), RESTART (true: zero the last layer, start as bicubic),
-# WORKERS (loader processes), DEST (where results go; default $OUT), INIT (the decoder to start
+# WORKERS (loader processes), DEST (where results go; default $OUT), STUDENT (the model folder
+# whose student makes the latents; default .carry/ft/student), INIT (the decoder to start
 # from: a checkpoint, default the student's own), SETS (more settings, key=value,key=value).
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD
 R=$(realpath -m runs/ft)
 DATA=$(realpath "${DATA:-.carry/data}")
-STUDENT=$(realpath .carry/ft/student)
+STUDENT=$(realpath "${STUDENT:-.carry/ft/student}")
 mkdir -p "$R"
 extra=()
 python -c "import av" 2>/dev/null || extra=(--set data.degradation.round1.codec_prob=0 --set data.degradation.round2.codec_prob=0)
