@@ -21,6 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from flashvsr.attention.backends import resolve_backend  # noqa: E402
+from flashvsr.attention.masks import pooled_windows  # noqa: E402
 from flashvsr.attention.lcsa import AttentionPlan, KVRing, SlotTable, SparseCallAttention, choose_blocks  # noqa: E402
 from flashvsr.bench import random_official_models  # noqa: E402
 from flashvsr.config import TOKEN_PIXELS, WINDOW, SparseAttentionConfig  # noqa: E402
@@ -99,9 +100,7 @@ def main() -> int:
     for slot in range(plan.cache_capacity):  # a full ring of this call's keys, scaled a little differently
         t = plan.tokens_per_slice
         ring.write(slot * t, (slot + 1) * t, k * (0.9 + 0.1 * slot), v)
-        ring.pooled[:, :, slot * plan.windows_per_slice : (slot + 1) * plan.windows_per_slice] = (
-            k.view(1, -1, 128, k.shape[2], k.shape[3]).float().mean(2).transpose(1, 2)
-        )
+        ring.pooled[:, :, slot * plan.windows_per_slice : (slot + 1) * plan.windows_per_slice] = pooled_windows(k)
     slots = SlotTable(plan.cache_capacity, list(range(plan.cache_capacity)))
     cache = slots.plan(1, plan.kv_slices)
     kernel = resolve_backend(args.attention_backend, dev)
@@ -109,9 +108,7 @@ def main() -> int:
     attention = SparseCallAttention(plan, [ring], cache, kernel, None, chooser)
     cached = attention.cached
     selected, _ = chooser(q, k, ring.pooled, cached, plan.local_mask, plan.windows_per_slice, plan.topk)
-    in_ring = selected.new_zeros(*selected.shape[:-1], ring.pooled.shape[2])
-    in_ring[..., cached] = selected[..., : cached.numel()]
-    parts = [(ring.keys(), ring.values(), in_ring), (k, v, selected[..., cached.numel() :])]
+    parts = attention.parts(ring, k, v, selected)
     out = attention(0, q, k, v)
 
     cases = {

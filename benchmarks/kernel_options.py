@@ -28,12 +28,12 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from flashvsr.attention.masks import topk_count, window_grid  # noqa: E402
 from flashvsr.config import SPARSE_REFERENCE_PIXELS, LQProjConfig  # noqa: E402
+from flashvsr.models.tc_decoder import conv_relu  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from flex_options import time_ms  # noqa: E402
 
 DEV, BF16 = torch.device("cuda"), torch.bfloat16
-CONV3X3_GEOMETRY = ((1, 1), (1, 1), (1, 1), 1)  # stride, padding, dilation, groups
 
 
 def randn(*shape, scale=1.0, layout=torch.contiguous_format):
@@ -59,14 +59,10 @@ def compare(name: str, variants: dict, rows: list, iters: int) -> None:
 def decoder_cases(h: int, w: int, rows: list, iters: int) -> None:
     cl = torch.channels_last
     x = randn(1, 128, h, w, layout=cl).relu()
-    weight = randn(128, 128, 3, 3, scale=0.03, layout=cl)
-
-    def conv_then_relu():
-        return F.relu_(F.conv2d(x, weight, padding=1))
-
+    head = torch.nn.Conv2d(128, 128, 3, padding=1, bias=False).to(DEV, BF16).to(memory_format=cl)
     compare("head_relu", {
-        "conv+relu_": conv_then_relu,
-        "cudnn_convolution_relu": lambda: torch.cudnn_convolution_relu(x, weight, None, *CONV3X3_GEOMETRY),
+        "conv+relu_": lambda: F.relu_(head(x)),
+        "cudnn_convolution_relu": lambda: conv_relu(head, x),
     }, rows, iters)  # fmt: skip
     last, bias = randn(3, 128, 3, 3, scale=0.03, layout=cl), randn(3, scale=0.1)
 

@@ -54,7 +54,8 @@ def main() -> int:
     (eager, _), (replayed, captured) = outs[False], outs[True]
     diff = (eager.float() - replayed.float()).abs().max().item()
     report = {"option": args.option, "layers": args.layers, "size": [args.width, args.height], "frames": args.frames,
-              "compile": args.compile, "attention_backend": args.attention_backend, "output_frames": eager.shape[0], "captured_graphs": captured,
+              "compile": args.compile, "attention_backend": args.attention_backend, "output_frames": eager.shape[0],
+              "captured_graphs": captured,
               "identical": bool(torch.equal(eager, replayed)), "max_abs_difference": diff}  # fmt: skip
     print(f"{args.option}: {args.layers} layers, {args.width}×{args.height}, {args.frames} frames, compile {args.compile}: "
           f"{captured} graphs captured; identical {report['identical']} (max |Δ| {diff:.3g})")

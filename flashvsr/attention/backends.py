@@ -42,7 +42,8 @@ BlockSparseAttention = Callable[[torch.Tensor, Sequence[KVPart]], torch.Tensor]
 GATHER_CHUNK_BYTES = 256 * 2**20
 
 
-def _joined(parts: Sequence[KVPart]) -> KVPart:
+def join_parts(parts: Sequence[KVPart]) -> KVPart:
+    """The parts as one: keys and values concatenated along tokens, masks along key windows."""
     if len(parts) == 1:
         return parts[0]
     return tuple(torch.cat(xs, dim=1 if i < 2 else -1) for i, xs in enumerate(zip(*parts)))  # type: ignore[return-value]
@@ -61,7 +62,7 @@ def _from_windows(x: torch.Tensor) -> torch.Tensor:
 
 
 def dense_block_sparse(q: torch.Tensor, parts: Sequence[KVPart]) -> torch.Tensor:
-    k, v, mask = _joined(parts)
+    k, v, mask = join_parts(parts)
     b, lq, h, d = q.shape
     lk = k.shape[1]
     t = WINDOW_TOKENS
@@ -72,7 +73,7 @@ def dense_block_sparse(q: torch.Tensor, parts: Sequence[KVPart]) -> torch.Tensor
 
 
 def gather_block_sparse(q: torch.Tensor, parts: Sequence[KVPart]) -> torch.Tensor:
-    k, v, mask = _joined(parts)
+    k, v, mask = join_parts(parts)
     qw, kw, vw = _as_windows(q), _as_windows(k), _as_windows(v)
     b, h, nq, t, d = qw.shape
     nk = kw.shape[2]

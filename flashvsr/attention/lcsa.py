@@ -208,14 +208,20 @@ class SparseCallAttention:
         selected, k_pooled = self.chooser(q, k, ring_pooled, cached, p.local_mask, p.windows_per_slice, p.topk)
         if self.on_mask is not None:
             self.on_mask(layer, selected)
+        out = self.kernel(q, self.parts(ring, k, v, selected))
+        self._store(layer, k, v, k_pooled)
+        return out.flatten(2)
+
+    def parts(self, ring: KVRing | None, k: torch.Tensor, v: torch.Tensor, selected: torch.Tensor) -> list:
+        """The kernel's key/value parts for a layer's selection over [cached windows, the call's]:
+        the ring (its mask placed at the cached slots' windows) when anything is cached, then the call."""
+        cached = self.cached
         parts = [(k, v, selected[..., cached.numel() :])]
         if cached.numel():
             in_ring = selected.new_zeros(*selected.shape[:-1], ring.pooled.shape[2])
             in_ring[..., cached] = selected[..., : cached.numel()]
             parts.insert(0, (ring.keys(), ring.values(), in_ring))
-        out = self.kernel(q, parts)
-        self._store(layer, k, v, k_pooled)
-        return out.flatten(2)
+        return parts
 
     def _store(self, layer: int, k: torch.Tensor, v: torch.Tensor, k_pooled: torch.Tensor) -> None:
         """Write this call's kept slices into their ring slots (after this layer's attention,
