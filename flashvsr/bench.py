@@ -46,6 +46,7 @@ class BenchConfig:
     attention_backend: str = "auto"
     compile: bool = False
     cuda_graphs: bool = False
+    overlap_decode: bool = False
     decoder_channels_last: bool = True
     tile: str | tuple[int, int] = TILE_AUTO
     tile_overlap: int = DEFAULT_TILE_OVERLAP
@@ -135,7 +136,7 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
     upscaler = Upscaler(
         models,
         engine_config(cfg.variant, str(device), cfg.dtype, attention_backend=cfg.attention_backend,
-                      compile=cfg.compile, cuda_graphs=cfg.cuda_graphs,
+                      compile=cfg.compile, cuda_graphs=cfg.cuda_graphs, overlap_decode=cfg.overlap_decode,
                       decoder_channels_last=cfg.decoder_channels_last, tile=cfg.tile, tile_overlap=cfg.tile_overlap,
                       offload_tiles=cfg.offload_tiles, memory_limit_gb=cfg.memory_limit_gb,
                       decoder_frame_chunk=cfg.decoder_frame_chunk, offload_weights=cfg.offload_weights,

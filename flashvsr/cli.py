@@ -82,6 +82,7 @@ def _bench(args: argparse.Namespace) -> int:
         attention_backend=args.attention_backend,
         compile=args.compile,
         cuda_graphs=args.cuda_graphs,
+        overlap_decode=args.overlap_decode,
         tile=args.tile,
         tile_overlap=args.tile_overlap,
         offload_tiles=args.offload_tiles,
@@ -148,6 +149,7 @@ def _load_upscaler(args: argparse.Namespace):
         attention_backend=args.attention_backend,
         compile=args.compile,
         cuda_graphs=args.cuda_graphs,
+        overlap_decode=args.overlap_decode,
         tile=args.tile,
         tile_overlap=args.tile_overlap,
         offload_tiles=args.offload_tiles,
@@ -316,6 +318,10 @@ def tile_setting(text: str) -> str | tuple[int, int]:
     return size
 
 
+OVERLAP_DECODE_HELP = ("on a GPU, decode each DiT call's frames on a second CUDA stream while the next call runs "
+                       "(the same frames; more GPU memory)")
+
+
 def tile_overlap(text: str) -> int:
     value = whole_number(text)
     if value < 0 or value % PIXEL_MULTIPLE:
@@ -432,6 +438,7 @@ def _add_upscale_parser(sub) -> None:
                         help="torch.compile the DiT on a GPU: ~30 %% faster after a one-minute first compile (long videos)")  # fmt: skip
     tuning.add_argument("--cuda-graphs", action="store_true",
                         help="replay the DiT's steady-state calls from CUDA graphs: helps when a slow CPU holds the GPU back")  # fmt: skip
+    tuning.add_argument("--overlap-decode", action="store_true", help=OVERLAP_DECODE_HELP)
     _add_tiling_options(p.add_argument_group("GPU memory (tiling)"))
 
     out = p.add_argument_group("output format")
@@ -559,6 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--attention-backend", default="auto", choices=["auto", "flex", "flash4", "gather", "dense"])
     bench.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (warm-up compiles)")
     bench.add_argument("--cuda-graphs", action="store_true", help="replay steady-state DiT calls from CUDA graphs")
+    bench.add_argument("--overlap-decode", action="store_true", help=OVERLAP_DECODE_HELP)
     _add_tiling_options(bench)
     bench.add_argument("--json", help="also write the result as JSON to this file")
     bench.set_defaults(func=_bench)

@@ -245,6 +245,9 @@ class EngineConfig:
     compile: bool = False
     decoder_channels_last: bool = True  # TC decoder activations and weights in channels-last layout (CUDA; same values)
     cuda_graphs: bool = False  # replay steady-state DiT calls from CUDA graphs (CUDA; exact; pays off only when host-bound)
+    # decode each call on a second CUDA stream while the next call's DiT runs (CUDA; exact; frames come out one
+    # call later; device memory holds the decoder's and the DiT's activations at once)
+    overlap_decode: bool = False
     offload_weights: str = "auto"  # DiT block weights in host memory, streamed per block (exact; copies overlap work)
     tiling: TilingConfig = field(default_factory=TilingConfig)
 

@@ -261,6 +261,7 @@ def engine_config(
     attention_backend: str = "auto",
     compile: bool = False,
     cuda_graphs: bool = False,
+    overlap_decode: bool = False,
     decoder_channels_last: bool = True,
     tile: str | tuple[int, int] = TILE_AUTO,
     tile_overlap: int = DEFAULT_TILE_OVERLAP,
@@ -273,6 +274,7 @@ def engine_config(
     return EngineConfig(
         compile=compile,
         cuda_graphs=cuda_graphs,
+        overlap_decode=overlap_decode,
         decoder_channels_last=decoder_channels_last,
         offload_weights=offload_weights,
         decoder_frame_chunk=decoder_frame_chunk,

@@ -8,6 +8,7 @@ import torch
 from flashvsr.colorfix import adain, wavelet, wavelet_bands
 from flashvsr.config import EngineConfig, SparseAttentionConfig
 from flashvsr.engine.schedule import calls_to_cover, plan_call, reference_frame_count
+from flashvsr.engine.overlap import InlineDecoding, SideStreamDecoding, decoding_for
 from flashvsr.engine.stream import StreamingEngine, model_frame_size
 
 from .conftest import random_frames, tiny_models
@@ -199,3 +200,38 @@ def test_graphs_are_not_used_on_the_cpu_and_move_state_drops_them(tiny_engine):
     state.graphs.captured["stale"] = object()
     move_state(state, "cpu")
     assert not state.graphs.captured
+
+
+class HeldBack(InlineDecoding):
+    """The side stream's hand-over (each push keeps its last call's frames) without a GPU."""
+
+    calls_held = 1
+
+    def __init__(self):
+        self.settled = 0
+
+    def settle(self) -> None:
+        self.settled += 1
+
+
+def test_overlapped_decoding_hands_the_same_frames_out_one_call_later(tiny_engine):
+    frames = random_frames(34, H, W, seed=11)
+    inline, _ = upscale(tiny_engine, frames)
+    held = engine()
+    held.decoding = HeldBack()
+    state = held.start(H, W)
+    counts = [held.push(state, frames[:25]).shape[0], held.push(state, frames[25:34]).shape[0]]
+    assert counts == [0, 21]  # call 0's 21 frames wait for call 1 to be under way
+    assert len(state.in_flight) == 1
+    rest = held.finish(state)
+    assert rest.shape[0] == 34 - 21 and not state.in_flight and state.emitted == 34
+    again, _ = upscale(held, frames)
+    assert torch.equal(again, inline)
+
+
+def test_overlap_is_inline_on_the_cpu_and_a_side_stream_on_cuda():
+    assert isinstance(decoding_for(torch.device("cpu"), overlap=True), InlineDecoding)
+    cpu = StreamingEngine(tiny_models(), EngineConfig(device="cpu", dtype="float32", overlap_decode=True))
+    assert cpu.decoding.calls_held == 0
+    if torch.cuda.is_available():
+        assert isinstance(decoding_for(torch.device("cuda"), overlap=True), SideStreamDecoding)

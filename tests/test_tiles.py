@@ -18,6 +18,7 @@ from flashvsr.engine.tiles import EngineStream, TiledStream, blend_weights, plan
 from flashvsr.models import FlashVSRModels
 
 from .conftest import random_frames, tiny_models
+from .test_engine import HeldBack
 
 H, W = 128, 256
 OFFICIAL_WEIGHTS_GB = 3.9
@@ -110,6 +111,24 @@ def test_offloading_idle_tiles_changes_nothing(engine, monkeypatch):
     # 2 tiles parked at start, then each in and out once per DiT-call dispatch (call 0, call 1, finish)
     assert len(moves) == 2 + 2 * 2 * 3
     assert all(t.state.kv[0].k.device.type == "cpu" for t in stream.tiles)
+
+
+def test_parked_tiles_with_overlapped_decoding_settle_first_and_match(engine, monkeypatch):
+    """With decoding beside the DiT, a tile's frames come out one call later, and its state is
+    parked only after the engine has ordered the copy behind its decoding."""
+    frames = random_frames(36, H, W, seed=3)
+    grid = plan_grid(H, W, 128, 128, 0)
+    resident = run(TiledStream(engine, grid), frames)
+    held = StreamingEngine(engine.models, engine.config)
+    held.decoding = HeldBack()
+    outs = []
+    stream = TiledStream(held, grid, offload=True)
+    for i in range(0, len(frames), 4):
+        outs.append(stream.push(frames[i : i + 4]))
+    assert sum(o.shape[0] for o in outs) == 21  # call 1's frames still in flight
+    outs.append(stream.finish())
+    assert torch.equal(resident, torch.cat(outs))
+    assert held.decoding.settled >= 2 * 2  # each tile, each time it was parked with a decode in flight
 
 
 def test_planner_tiles_only_when_memory_is_scarce():
@@ -206,3 +225,13 @@ def test_estimate_counts_the_decoder_head_memory():
     extra = estimate_stream(with_memory, cfg, 768, 1408).held - estimate_stream(plain, cfg, 768, 1408).held
     bf16 = 2
     assert extra == pytest.approx(DECODER_PAST_FRAMES * plain.config.tc_decoder.channels[-1] * bf16 * 768 * 1408, abs=1)
+
+
+def test_overlapped_decoding_plans_for_the_dit_and_the_decoder_at_once():
+    models = official_bf16_models()
+    plan = lambda device, overlap: estimate_stream(  # noqa: E731
+        models, EngineConfig(dtype="bfloat16", device=device, overlap_decode=overlap), 768, 1408
+    )
+    alone, both = plan("cuda", False), plan("cuda", True)
+    assert both.held == alone.held and both.transient > alone.transient
+    assert plan("cpu", True) == plan("cpu", False)  # no second stream on the CPU

@@ -4,7 +4,8 @@ The estimate is per model pixel, derived from the model's sizes, so it holds for
 model and for small test models alike:
 
     held  = KV rings + LR-projection cache + pending LQ frames + decoder memory   (per pixel)
-    peak  = held + the largest transient (DiT activations or TC decoder activations)
+    peak  = held + the largest transient (DiT activations or TC decoder activations;
+            their sum when the decoder overlaps the DiT, EngineConfig.overlap_decode)
 
 Checked against H100 measurements of the official model in bf16 (41-frame streams; model
 frames padded to 128; decoder chunk 1; session 7): weights ≈ 3.9 GB; 1408×768 held 9.0 GB, peak
@@ -109,7 +110,9 @@ def estimate_stream(models: FlashVSRModels, config: EngineConfig, height: int, w
     pixels = height * width
     decoder_held, decoder_live = _decoder_per_pixel(models, config, b)
     held = _kv_per_pixel(models, config, b) + _lq_per_pixel(models, b) + decoder_held
-    transient = max(_dit_live_per_pixel(models, b), decoder_live)
+    dit_live = _dit_live_per_pixel(models, b)
+    overlapped = config.overlap_decode and config.device.startswith("cuda")  # both stages' activations at once
+    transient = dit_live + decoder_live if overlapped else max(dit_live, decoder_live)
     return StreamMemory(weights_bytes(models), math.ceil(held * pixels), math.ceil(transient * pixels))
 
 

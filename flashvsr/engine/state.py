@@ -15,6 +15,7 @@ from ..models.lq_proj import LQProjCache
 from ..models.tc_decoder import TCDecoderMemory
 from ..models.wan_vae import CausalCache
 from .graphs import CallGraphs
+from .overlap import InFlight
 
 
 class NoiseSource(Protocol):
@@ -72,6 +73,7 @@ class StreamState:
     received: int = 0  # LQ frames pushed (padding excluded)
     emitted: int = 0  # output frames returned
     calls: int = 0  # DiT calls done
+    in_flight: list[InFlight] = field(default_factory=list)  # calls' output frames not handed out yet
     finished: bool = False
     tracer: StreamTracer | None = None
     graphs: CallGraphs = field(default_factory=CallGraphs)  # captured DiT calls (CUDA), tied to the KV rings

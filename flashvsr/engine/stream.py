@@ -6,8 +6,9 @@ Data flows one way per DiT call (SPEC §5):
     noise latents ─────────────────────────────► DiT (LCSA, KV cache) ─► latents
     latents + LQ frames ─► TC decoder (or Wan VAE) ─► colour fix ─► output frames
 
-Frames are emitted as soon as they are final (21 after the first call, then 8 per call).
-All per-stream data lives in a :class:`StreamState`; the engine itself holds only the models
+Frames are emitted as soon as they are final (21 after the first call, then 8 per call), or
+with ``overlap_decode`` on a GPU one call later: each call's decoding then runs on a second
+CUDA stream beside the next call's DiT (engine/overlap.py). All per-stream data lives in a :class:`StreamState`; the engine itself holds only the models
 and the video-independent conditioning, so one engine can serve many streams.
 """
 
@@ -25,6 +26,7 @@ from ..config import PIXEL_MULTIPLE, TOKEN_PIXELS, VAE_SPATIAL_FACTOR, VAE_TEMPO
 from ..models import FlashVSRModels
 from ..models.dit import DiTBlock, resident_weights
 from .offload import SLOTS, StreamedBlocks
+from .overlap import Decoding, InFlight, decoding_for
 from .schedule import CallPlan, calls_to_cover, plan_call
 from .state import NoiseSource, SeededNoise, StreamState, StreamTracer
 from .timing import NullClock, StageClock
@@ -51,6 +53,7 @@ class StreamingEngine:
         self.kernel = resolve_backend(config.attention_backend, self.device)
         self.clock: StageClock = NullClock()  # benchmarks install a timing clock here
         self.block_chooser: BlockChooser = choose_blocks
+        self.decoding: Decoding = decoding_for(self.device, config.overlap_decode)
         self._speed_up(models, config)
         with torch.no_grad():
             self.conditioning = models.dit.condition(models.context)
@@ -169,14 +172,17 @@ class StreamingEngine:
 
     # -- one DiT call ----------------------------------------------------------------------------
     def _run_ready_calls(self, state: StreamState, limit: int | None) -> torch.Tensor:
-        outputs = []
         while plan_call(state.calls).lq_needed <= state.lq_offset + len(state.lq):
             plan = plan_call(state.calls)
             if limit is not None and plan.decode[0] >= limit:
                 break
-            outputs.append(self._run_call(state, plan))
+            state.in_flight.append(self._run_call(state, plan))
             state.calls += 1
             self._release_lq(state, plan_call(state.calls).decode[0])
+        held = 0 if limit is not None else self.decoding.calls_held  # the stream's end hands out everything
+        ready = state.in_flight[: max(0, len(state.in_flight) - held)]
+        del state.in_flight[: len(ready)]
+        outputs = [self.decoding.collect(item) for item in ready]
         y0, x0, h, w = state.content
         out = torch.cat(outputs, dim=0) if outputs else torch.zeros(0, 3, h, w, device=self.device, dtype=self.dtype)
         if limit is not None:
@@ -184,12 +190,22 @@ class StreamingEngine:
         state.emitted += out.shape[0]
         return out
 
-    def _run_call(self, state: StreamState, plan: CallPlan) -> torch.Tensor:
+    def settle(self, state: StreamState) -> None:
+        """Order the caller's GPU stream after every decode this stream has in flight, so its
+        tensors may be copied (parked) safely."""
+        if state.in_flight:
+            self.decoding.settle()
+
+    def _run_call(self, state: StreamState, plan: CallPlan) -> InFlight:
         latents = self._denoise(state, plan)
-        frames = self._decode(state, plan, latents)
+        lq = self._lq_clip(state, *plan.decode)
+        return self.decoding.submit(lambda: self._output_frames(state, plan, latents, lq), (latents, lq))
+
+    def _output_frames(self, state: StreamState, plan: CallPlan, latents: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
+        """Decode one call's latents and colour-fix them: (T, 3, h, w) for the content box."""
+        frames = self._decode(state, plan, latents, lq)
         if state.tracer and state.tracer.on_decoded:
             state.tracer.on_decoded(plan.index, frames)
-        lq = self._lq_clip(state, *plan.decode)
         y0, x0, h, w = state.content
         crop = lambda v: v[..., y0 : y0 + h, x0 : x0 + w]  # noqa: E731
         with self.clock.section("color_fix"):
@@ -252,17 +268,17 @@ class StreamingEngine:
                 tokens.append(out)
         return torch.cat(tokens, dim=1)
 
-    def _decode(self, state: StreamState, plan: CallPlan, latents: torch.Tensor) -> torch.Tensor:
+    def _decode(self, state: StreamState, plan: CallPlan, latents: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
         with self.clock.section("decode"):
-            return self._decode_frames(state, plan, latents)
+            return self._decode_frames(state, plan, latents, lq)
 
-    def _decode_frames(self, state: StreamState, plan: CallPlan, latents: torch.Tensor) -> torch.Tensor:
+    def _decode_frames(self, state: StreamState, plan: CallPlan, latents: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
+        """Frames of this call's latents, (1, 3, T, H, W); ``lq`` holds the LQ frames they cover."""
         latents = latents.to(self.dtype)
         if self.config.variant == "full":
             frames, state.decoder = self.models.vae.decode_step(state.decoder, latents)
             return frames
         a, b = plan.decode
-        lq = self._lq_clip(state, a, b)
         short = VAE_TEMPORAL_FACTOR * plan.latent_count - (b - a)  # the stream's first group
         if short:
             lq = torch.cat([lq[:, :, :1].expand(-1, -1, short, -1, -1), lq], dim=2)

@@ -214,6 +214,7 @@ class TiledStream:
             y, x, h, w = tile.box
             outputs.append(run(tile.state, None if batch is None else batch[:, :, y : y + h, x : x + w]))
             if self.offload:
+                self.engine.settle(tile.state)  # its decoding may still be writing what is parked
                 move_state(tile.state, HOST)
         return self._blend(outputs)
 
