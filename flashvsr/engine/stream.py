@@ -8,8 +8,9 @@ Data flows one way per DiT call (SPEC §5):
 
 Frames are emitted as soon as they are final (21 after the first call, then 8 per call), or
 with ``overlap_decode`` on a GPU one call later: each call's decoding then runs on a second
-CUDA stream beside the next call's DiT (engine/overlap.py). All per-stream data lives in a :class:`StreamState`; the engine itself holds only the models
-and the video-independent conditioning, so one engine can serve many streams.
+CUDA stream beside the next call's DiT (engine/overlap.py). All per-stream data lives in a
+:class:`StreamState`; the engine itself holds only the models and the video-independent
+conditioning, so one engine can serve many streams.
 """
 
 from __future__ import annotations
@@ -201,7 +202,7 @@ class StreamingEngine:
         lq = self._lq_clip(state, *plan.decode)
         return self.decoding.submit(lambda: self._output_frames(state, plan, latents, lq), (latents, lq))
 
-    def _output_frames(self, state: StreamState, plan: CallPlan, latents: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
+    def _output_frames(self, state: StreamState, plan: CallPlan, latents: torch.Tensor, lq: torch.Tensor):
         """Decode one call's latents and colour-fix them: (T, 3, h, w) for the content box."""
         frames = self._decode(state, plan, latents, lq)
         if state.tracer and state.tracer.on_decoded:
@@ -272,7 +273,7 @@ class StreamingEngine:
         with self.clock.section("decode"):
             return self._decode_frames(state, plan, latents, lq)
 
-    def _decode_frames(self, state: StreamState, plan: CallPlan, latents: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
+    def _decode_frames(self, state: StreamState, plan: CallPlan, latents: torch.Tensor, lq: torch.Tensor):
         """Frames of this call's latents, (1, 3, T, H, W); ``lq`` holds the LQ frames they cover."""
         latents = latents.to(self.dtype)
         if self.config.variant == "full":
