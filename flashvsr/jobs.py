@@ -1,8 +1,9 @@
 """Upscaling jobs: one input (video, image, image folder) → one output, streamed frame by frame.
 
     plan_jobs(inputs, output, size, settings)   check everything, decide names and sizes (no model needed)
-    run_job(upscaler, job, progress, cancel)     decode ─► Upscaler.stream ─► encode, into a partial
-                                                 file that is renamed to the output on success
+    run_job(upscaler, job, progress, cancel)     decode ─► Upscaler.stream ─► encode (on a thread of its
+                                                 own, io/background.py), into a partial file that is
+                                                 renamed to the output on success
 
 Planning is separate so that a command line or a web UI can refuse bad inputs before loading a
 model, and show what will happen. Running reports ``progress(frames_done, frames_total)`` after
@@ -27,6 +28,7 @@ import torch
 
 from .io import IMAGE, IMAGE_SEQUENCE, VIDEO, MediaError, MediaInfo, TimedFrame, open_reader, probe
 from .io.atomic import AtomicOutput
+from .io.background import BackgroundWriter
 from .io.images import (
     DEFAULT_IMAGE_FORMAT,
     DEFAULT_QUALITY,
@@ -338,7 +340,7 @@ def run_job(
     _reset_device_peak(upscaler)
     done = 0
     output = AtomicOutput(job.output, job.settings.overwrite, folder=job.output_kind == IMAGE_SEQUENCE)
-    with output as partial, _opened(_writer(job, reader, partial)) as writer:
+    with output as partial, _opened(BackgroundWriter(_writer(job, reader, partial))) as writer:
         for frame in upscale_timed(upscaler, reader.frames(), job.geometry, cancel, label=str(job.input.path)):
             writer.write(frame)
             done += 1

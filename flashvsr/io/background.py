@@ -1,0 +1,94 @@
+"""Encoding beside the upscaler: an output writer fed through a bounded queue by a thread of
+its own, so the GPU gets the next frames while the last ones are still being encoded.
+
+PyAV (colour conversion, encoding) and Pillow (PNG, JPEG…) release the GIL while they work,
+so encoding really runs at the same time as the main thread's decoding and model calls. The
+queue's bound keeps memory constant: when the encoder is the slowest part, the upscaler waits.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Protocol
+
+from .media import TimedFrame
+
+QUEUE_FRAMES = 16  # frames waiting for the encoder (two DiT calls' worth)
+POLL_SECONDS = 0.1  # how often a blocked hand-over looks whether the encoder has failed
+_END = object()  # the queue's last item: no more frames
+
+
+class FrameWriter(Protocol):
+    def write(self, frame: TimedFrame) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class BackgroundWriter:
+    """The same write / close / abort as the writer it wraps; ``write`` returns once the frame
+    is queued. An encoder error is raised again, unchanged, by the next ``write`` or by
+    ``close``."""
+
+    def __init__(self, writer: FrameWriter, capacity: int = QUEUE_FRAMES):
+        self.writer = writer
+        self.frames: queue.Queue = queue.Queue(maxsize=capacity)
+        self.failure: BaseException | None = None
+        self.stop = threading.Event()  # abort: drop what is queued
+        self.thread = threading.Thread(target=self._encode, name="flashvsr-encoder", daemon=True)
+        self.thread.start()
+
+    def write(self, frame: TimedFrame) -> None:
+        self._put(frame)
+
+    def close(self) -> None:
+        """Wait until every queued frame is encoded, then finish the file."""
+        try:
+            self._put(_END)
+            self.thread.join()
+            self._raise_failure()
+        except BaseException:
+            self.abort()
+            raise
+        self.writer.close()
+
+    def abort(self) -> None:
+        """Stop encoding (queued frames are dropped) and release the file unfinished."""
+        self.stop.set()
+        self._drain()
+        self.frames.put(_END)  # room after the drain: wakes an encoder waiting for frames
+        self.thread.join()
+        self.writer.abort()
+
+    def _put(self, item) -> None:
+        while True:  # in steps, so that an encoder that died cannot leave the caller waiting forever
+            self._raise_failure()
+            try:
+                self.frames.put(item, timeout=POLL_SECONDS)
+                return
+            except queue.Full:
+                continue
+
+    def _encode(self) -> None:
+        while not self.stop.is_set():
+            item = self.frames.get()
+            if item is _END or self.stop.is_set():
+                return
+            try:
+                self.writer.write(item)
+            except BaseException as e:  # handed to the caller's thread, which raises it
+                self.failure = e
+                return
+
+    def _raise_failure(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                self.frames.get_nowait()
+            except queue.Empty:
+                return
