@@ -83,6 +83,7 @@ def _bench(args: argparse.Namespace) -> int:
         compile=args.compile,
         cuda_graphs=args.cuda_graphs,
         overlap_decode=args.overlap_decode,
+        file_io=args.file_io,
         tile=args.tile,
         tile_overlap=args.tile_overlap,
         offload_tiles=args.offload_tiles,
@@ -567,6 +568,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (warm-up compiles)")
     bench.add_argument("--cuda-graphs", action="store_true", help="replay steady-state DiT calls from CUDA graphs")
     bench.add_argument("--overlap-decode", action="store_true", help=OVERLAP_DECODE_HELP)
+    bench.add_argument("--file-io", action="store_true",
+                       help="time whole file jobs as `flashvsr upscale` runs them: an H.264 input with audio decoded, "
+                            "upscaled and encoded to H.264 (default: frames in memory)")  # fmt: skip
     _add_tiling_options(bench)
     bench.add_argument("--json", help="also write the result as JSON to this file")
     bench.set_defaults(func=_bench)

@@ -338,6 +338,18 @@ def test_bench_reports_fps_stage_times_and_its_settings(tmp_path):
     assert (tiled.decoder_chunk, tiled.kv_cache) == (1, "fp8")
 
 
+def test_bench_can_time_whole_file_jobs(tmp_path):
+    """`flashvsr bench --file-io`: each pass decodes an H.264 input, upscales it and encodes the output."""
+    out = tmp_path / "bench.json"
+    args = ["bench", "--device", "cpu", "--layers", "1", "--height", "128", "--width", "256", "--frames", "5",
+            "--warmup", "0", "--repeats", "1", "--file-io", "--json", str(out)]  # fmt: skip
+    assert cli.main(args) == 0
+    result = json.loads(out.read_text())
+    assert result["config"]["file_io"] and result["fps"] > 0
+    assert "output" not in result["stage_ms_per_8_frames"]  # frames went to the encoder, not to a buffer
+    assert {"lq_proj", "dit", "decode"} <= set(result["stage_ms_per_8_frames"])
+
+
 def test_without_pyav_the_cli_says_so_in_one_line():
     """PyAV is a dependency, but an install without it (some GPU machines) must get one line
     naming it, not a traceback from the error handler (a fresh process, as on such a machine)."""
