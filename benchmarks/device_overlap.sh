@@ -11,7 +11,7 @@ quiet() { grep -v Warning | tail -n "${1:-60}"; }
 python -m pytest -q -p no:cacheprovider tests/test_engine.py -k overlap 2>&1 | quiet 3
 python benchmarks/bench_variants.py "$OUT/bench.jsonl" ${VARIANTS:-compile+overlap_decode compile} \
     --frames "${FRAMES:-101}" 2>&1 | quiet
-python benchmarks/option_exact.py overlap_decode --compile 2>&1 | quiet 3 | tee "$OUT/exact.txt"
+python benchmarks/option_exact.py overlap_decode ${EXACT_FLAGS---compile} 2>&1 | quiet 3 | tee "$OUT/exact.txt"
 if [ "${HD:-1}" = 1 ]; then
     python benchmarks/bench_variants.py "$OUT/bench_1080p.jsonl" compile+overlap_decode compile \
         --height 1080 --width 1920 --frames 101 2>&1 | quiet
