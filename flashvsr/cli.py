@@ -320,7 +320,7 @@ def tile_setting(text: str) -> str | tuple[int, int]:
 
 
 OVERLAP_DECODE_HELP = ("on a GPU, decode each DiT call's frames on a second CUDA stream while the next call runs "
-                       "(the same frames; more GPU memory)")
+                       "(the same frames; more GPU memory; new, not yet timed)")
 
 
 def tile_overlap(text: str) -> int:
