@@ -78,7 +78,7 @@ class BenchResult:
         c = self.config
         lines = [
             f"{self.device_name}: {c['frames']} frames at {c['width']}×{c['height']} ({c['variant']}, {c['dtype']}, "
-            f"attention {self.attention}{', file jobs: decode + upscale + encode' if c.get('file_io') else ''})",
+            f"attention {self.attention}{', file jobs: decode + upscale + encode' if c['file_io'] else ''})",
             f"  {self.fps:.2f} FPS  ({self.seconds:.3f} s, runs {', '.join(f'{s:.3f}' for s in self.runs_seconds)})",
             f"  peak device memory {self.peak_memory_gb:.2f} GB; {self.tiling}",
             "  ms per 8 frames: " + ", ".join(f"{k} {v:.1f}" for k, v in self.stage_ms_per_8_frames.items()),
@@ -153,11 +153,11 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
     lr = synthetic_lr_video(cfg.frames, lr_h, lr_w, cfg.seed)
     lr = lr.pin_memory() if cuda else lr
     geo = plan_geometry(lr_h, lr_w, width=cfg.width, height=cfg.height)
-    sink = torch.empty(cfg.frames, geo.out_h, geo.out_w, 3, dtype=torch.uint8, pin_memory=cuda)
     runs, stage_totals = [], {}
     tiling = upscaler.tile_plan(geo).describe()
     with tempfile.TemporaryDirectory(prefix="flashvsr-bench-") as folder:
         files = _write_input_clip(Path(folder), lr) if cfg.file_io else None
+        sink = None if files else torch.empty(cfg.frames, geo.out_h, geo.out_w, 3, dtype=torch.uint8, pin_memory=cuda)
         for rep in range(cfg.warmup + cfg.repeats):
             clock = CudaClock() if cuda else WallClock()
             engine.clock = clock

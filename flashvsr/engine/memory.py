@@ -28,6 +28,7 @@ from ..config import (
 )  # fmt: skip
 from ..models import FlashVSRModels
 from ..models.wan_vae import CACHE_T
+from .overlap import decodes_beside
 from .schedule import FIRST_CALL_LATENTS, LATENTS_PER_CALL, plan_call
 from .stream import resolve_dtype
 from .tiles import TileGrid, plan_grid
@@ -111,7 +112,7 @@ def estimate_stream(models: FlashVSRModels, config: EngineConfig, height: int, w
     decoder_held, decoder_live = _decoder_per_pixel(models, config, b)
     held = _kv_per_pixel(models, config, b) + _lq_per_pixel(models, b) + decoder_held
     dit_live = _dit_live_per_pixel(models, b)
-    overlapped = config.overlap_decode and config.device.startswith("cuda")  # both stages' activations at once
+    overlapped = decodes_beside(torch.device(config.device), config.overlap_decode)  # both stages live at once
     transient = dit_live + decoder_live if overlapped else max(dit_live, decoder_live)
     return StreamMemory(weights_bytes(models), math.ceil(held * pixels), math.ceil(transient * pixels))
 

@@ -13,8 +13,9 @@ hand their memory to the other stream's work while it may still read them.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable, Protocol
+from typing import Protocol
 
 import torch
 
@@ -73,9 +74,8 @@ class SideStreamDecoding:
 
     def collect(self, item: InFlight) -> torch.Tensor:
         caller = torch.cuda.current_stream(self.device)
-        if item.written is not None:
-            caller.wait_event(item.written)
-            item.frames.record_stream(caller)  # written on the side stream, read (and freed) on the caller's
+        caller.wait_event(item.written)
+        item.frames.record_stream(caller)  # written on the side stream, read (and freed) on the caller's
         return item.frames
 
     def settle(self) -> None:
@@ -84,5 +84,10 @@ class SideStreamDecoding:
         torch.cuda.current_stream(self.device).wait_stream(self.stream)
 
 
+def decodes_beside(device: torch.device, overlap: bool) -> bool:
+    """Whether decoding runs on a second stream: asked for, and on a GPU (a CPU has one stream)."""
+    return overlap and device.type == "cuda"
+
+
 def decoding_for(device: torch.device, overlap: bool) -> Decoding:
-    return SideStreamDecoding(device) if overlap and device.type == "cuda" else InlineDecoding()
+    return SideStreamDecoding(device) if decodes_beside(device, overlap) else InlineDecoding()
