@@ -132,6 +132,44 @@ class VAEConfig:
 
 
 @dataclass(frozen=True)
+class StabilizerConfig:
+    """The motion-gated recursive filter on output frames (``flashvsr/stabilizer.py``; not in the
+    paper). Each output pixel keeps up to ``strength`` of the previous output where the upscaled LQ
+    frame has not changed; ``strength`` 0 switches it off (the default: official outputs unchanged)."""
+
+    strength: float = 0.0
+    threshold: float = 1.0  # LQ change (0…255, blurred) at which the kept share falls to strength / e
+    blur_sigma: float = 2.0  # output pixels: the LQ change map is smoothed so that single noisy pixels do not gate
+
+    def __post_init__(self):
+        if not 0 <= self.strength < 1:
+            raise ValueError(f"stabilizer strength must be in [0, 1), got {self.strength}")
+        if self.threshold <= 0 or self.blur_sigma < 0:
+            raise ValueError(f"stabilizer threshold must be > 0 and blur ≥ 0, got {self.threshold}, {self.blur_sigma}")
+
+    @property
+    def on(self) -> bool:
+        return self.strength > 0
+
+
+STABILIZER_OFF = StabilizerConfig()
+STABILIZER_ON = StabilizerConfig(strength=0.95)  # what ``--stabilize on`` uses where the model recommends nothing
+STABILIZE_MODES = ("auto", "on", "off")  # "auto": what the model folder's config.json recommends (else off)
+
+
+def resolve_stabilizer(mode: str | StabilizerConfig, recommended: StabilizerConfig) -> StabilizerConfig:
+    """The filter a stream uses: "auto" takes the model's recommendation, "on" it or the standard
+    settings, "off" none; a :class:`StabilizerConfig` is used as it is."""
+    if isinstance(mode, StabilizerConfig):
+        return mode
+    if mode not in STABILIZE_MODES:
+        raise ValueError(f"stabilize must be one of {STABILIZE_MODES}, got {mode!r}")
+    if mode == "off":
+        return STABILIZER_OFF
+    return recommended if (recommended.on or mode == "auto") else STABILIZER_ON
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to build the networks of one FlashVSR model."""
 
@@ -140,6 +178,7 @@ class ModelConfig:
     tc_decoder: TCDecoderConfig = field(default_factory=TCDecoderConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
     release: str = "v1.1"
+    stabilizer: StabilizerConfig = STABILIZER_OFF  # what these weights were measured with ("--stabilize auto")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -152,6 +191,7 @@ class ModelConfig:
             tc_decoder=_build(TCDecoderConfig, d.get("tc_decoder", {})),
             vae=_build(VAEConfig, d.get("vae", {})),
             release=d.get("release", "v1.1"),
+            stabilizer=_build(StabilizerConfig, d.get("stabilizer", {})),
         )
 
 
@@ -225,6 +265,7 @@ class TilingConfig:
             raise ValueError(f"tile overlap must be a multiple of {PIXEL_MULTIPLE} pixels, got {self.overlap}")
 
 
+
 OFFLOAD_WEIGHTS_MODES = ("auto", "on", "off")  # "auto": only when a frame would not fit otherwise
 
 
@@ -250,6 +291,7 @@ class EngineConfig:
     overlap_decode: bool = False
     offload_weights: str = "auto"  # DiT block weights in host memory, streamed per block (exact; copies overlap work)
     tiling: TilingConfig = field(default_factory=TilingConfig)
+    stabilizer: StabilizerConfig = STABILIZER_OFF  # steadies still regions of the output (changes outputs; opt-in)
 
     def __post_init__(self):
         if self.offload_weights not in OFFLOAD_WEIGHTS_MODES:

@@ -111,5 +111,7 @@ if [ "$PHASE" = all ] || [[ "$PHASE" == 4* ]]; then
     if runs_part l; then
         echo "== replace decoder"
         "${FLASHVSR[@]}" train replace-decoder "$OUT/model" --tc-decoder "$OUT/tcdecoder_still_real_more/final.pt" -o "$OUT/model_skip"
+        # the stabilizer (not trained: a filter on the output) is chosen on the validation sequence
+        python scripts/choose_stabilizer.py "$OUT/model_skip" "$DATA/video/hevc_basketballpass_416x240" --write
     fi
 fi

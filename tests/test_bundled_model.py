@@ -10,7 +10,7 @@ import torch
 from flashvsr import cli
 from flashvsr.data.degrade import bicubic_downscale
 from flashvsr.demo import DemoConfig, render_scene
-from flashvsr.evaluation import frame_metrics, load_ground_truth, upscale_baseline
+from flashvsr.evaluation import frame_metrics, load_ground_truth, temporal_errors, upscale_baseline
 from flashvsr.io import probe
 from flashvsr.pipeline import Upscaler
 from flashvsr.weights.bundled import default_model_folder
@@ -81,6 +81,20 @@ def test_beats_bicubic_on_a_held_out_clip(bundled):
     clip = require(DATA / "video" / "sam2" / "03_blocks.mp4")
     truth = load_ground_truth(clip, 9, 4, (256, 256))
     assert gain_over_bicubic(bundled, truth) > 1.5
+
+
+def test_its_stabilizer_is_on_by_default_and_steadier_than_bicubic(bundled):
+    """The folder recommends the stabilizer ("--stabilize auto"); on real footage it was not
+    trained on (03_blocks, 13 frames, a centred 256² crop) its temporal error is below bicubic's
+    (measured 0.115 against 0.134; without the stabilizer 0.246)."""
+    assert bundled.config.stabilizer.on
+    clip = require(DATA / "video" / "sam2" / "03_blocks.mp4")
+    truth = load_ground_truth(clip, 13, 4, (256, 256))
+    hr = torch.from_numpy(truth).permute(0, 3, 1, 2).float() / 255
+    lr = (bicubic_downscale(hr, 4).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    ours = temporal_errors(np.stack(list(bundled.stream(list(lr)))), truth)[0]
+    bicubic = temporal_errors(upscale_baseline("bicubic", lr, truth.shape[1:3]), truth)[0]
+    assert ours < bicubic
 
 
 def test_read_only_frames_are_accepted_without_warnings(bundled, recwarn):

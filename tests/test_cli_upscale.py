@@ -25,7 +25,7 @@ OPTIONS = [
     "--output", "--scale", "--width", "--height", "--weights", "--release", "--variant", "--prompt", "--device",
     "--dtype", "--sparse-ratio", "--local-range", "--kv-ratio", "--color-fix", "--seed", "--codec", "--crf",
     "--preset", "--format", "--quality", "--fps", "--overwrite", "--quiet", "--compile", "--tile", "--tile-overlap",
-    "--offload-tiles",
+    "--offload-tiles", "--stabilize",
 ]  # fmt: skip
 
 

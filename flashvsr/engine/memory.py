@@ -54,6 +54,7 @@ FULL_FRAME_WORK = 128  # bytes per full-frame pixel still on the device when til
 # (LQ preparation, tile outputs before blending): an H100 measured +0.4 GB at 1440p, +0.9 GB at 4K
 SAFETY_FRACTION = 0.9  # leave a tenth of free memory for fragmentation and convolution workspaces
 MIN_TILE = 3 * PIXEL_MULTIPLE  # smaller tiles leave the DiT too little context
+STABILIZER_HELD_FP32 = RGB  # the stabilizer's previous output frame (float32); its previous LQ frame is in the model dtype
 
 
 class NotEnoughMemory(ValueError):
@@ -111,6 +112,8 @@ def estimate_stream(models: FlashVSRModels, config: EngineConfig, height: int, w
     pixels = height * width
     decoder_held, decoder_live = _decoder_per_pixel(models, config, b)
     held = _kv_per_pixel(models, config, b) + _lq_per_pixel(models, b) + decoder_held
+    if config.stabilizer.on:
+        held += STABILIZER_HELD_FP32 * FP32_BYTES + RGB * b
     dit_live = _dit_live_per_pixel(models, b)
     overlapped = decodes_beside(torch.device(config.device), config.overlap_decode)  # both stages live at once
     transient = dit_live + decoder_live if overlapped else max(dit_live, decoder_live)

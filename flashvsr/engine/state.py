@@ -14,6 +14,7 @@ from ..config import VAE_SPATIAL_FACTOR
 from ..models.lq_proj import LQProjCache
 from ..models.tc_decoder import TCDecoderMemory
 from ..models.wan_vae import CausalCache
+from ..stabilizer import StabilizerMemory
 from .graphs import CallGraphs
 from .overlap import InFlight
 
@@ -74,6 +75,7 @@ class StreamState:
     emitted: int = 0  # output frames returned
     calls: int = 0  # DiT calls done
     in_flight: list[InFlight] = field(default_factory=list)  # calls' output frames not handed out yet
+    stabilizer: StabilizerMemory = field(default_factory=StabilizerMemory)  # the previous output frame, if filtered
     finished: bool = False
     tracer: StreamTracer | None = None
     graphs: CallGraphs = field(default_factory=CallGraphs)  # captured DiT calls (CUDA), tied to the KV rings

@@ -4,7 +4,7 @@ Data flows one way per DiT call (SPEC §5):
 
     LQ frames ─► LR projection (4-frame clips) ─► tokens ─┐
     noise latents ─────────────────────────────► DiT (LCSA, KV cache) ─► latents
-    latents + LQ frames ─► TC decoder (or Wan VAE) ─► colour fix ─► output frames
+    latents + LQ frames ─► TC decoder (or Wan VAE) ─► colour fix ─► [stabilizer] ─► output frames
 
 Frames are emitted as soon as they are final (21 after the first call, then 8 per call), or
 with ``overlap_decode`` on a GPU one call later: each call's decoding then runs on a second
@@ -26,6 +26,7 @@ from ..colorfix import color_fix
 from ..config import PIXEL_MULTIPLE, TOKEN_PIXELS, VAE_SPATIAL_FACTOR, VAE_TEMPORAL_FACTOR, WINDOW, EngineConfig
 from ..models import FlashVSRModels
 from ..models.dit import DiTBlock, resident_weights
+from ..stabilizer import stabilize
 from .offload import SLOTS, StreamedBlocks
 from .overlap import Decoding, InFlight, decoding_for
 from .schedule import CallPlan, calls_to_cover, plan_call
@@ -210,8 +211,12 @@ class StreamingEngine:
         y0, x0, h, w = state.content
         crop = lambda v: v[..., y0 : y0 + h, x0 : x0 + w]  # noqa: E731
         with self.clock.section("color_fix"):
-            fixed = color_fix(crop(frames), crop(lq), self.config.color_fix)
-        return fixed[0].transpose(0, 1)
+            fixed = color_fix(crop(frames), crop(lq), self.config.color_fix)[0].transpose(0, 1)
+        if not self.config.stabilizer.on:
+            return fixed
+        with self.clock.section("stabilize"):
+            out, state.stabilizer = stabilize(fixed, crop(lq)[0].transpose(0, 1), state.stabilizer, self.config.stabilizer)
+        return out
 
     def _denoise(self, state: StreamState, plan: CallPlan) -> torch.Tensor:
         """LR projection + one DiT step: latents of this call (1, 16, n, H/8, W/8), float32."""

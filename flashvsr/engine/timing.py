@@ -9,7 +9,7 @@ from typing import ContextManager, Iterator, Protocol
 
 import torch
 
-STAGES = ("prepare", "lq_proj", "dit", "decode", "color_fix", "output")
+STAGES = ("prepare", "lq_proj", "dit", "decode", "color_fix", "stabilize", "output")
 
 
 class StageClock(Protocol):

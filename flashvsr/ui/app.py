@@ -22,6 +22,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import ClientDisconnect
 
 from .. import __version__
+from ..config import STABILIZE_MODES
 from ..io import MediaError, probe
 from ..jobs import DEFAULT_SCALE
 from ..weights.loading import WeightsError
@@ -165,6 +166,7 @@ def _add_info(app: FastAPI, services: Services) -> None:
                 "release": ["auto", *RELEASES],
                 "variant": list(VARIANTS),
                 "color_fix": list(COLOR_FIXES),
+                "stabilize": list(STABILIZE_MODES),
                 "sparse_ratio": list(SPARSE_RATIO_CHOICES),
                 "local_range": list(LOCAL_RANGE_CHOICES),
                 "format": output_formats(),

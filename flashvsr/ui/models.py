@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..config import EngineConfig, SparseAttentionConfig
-from ..pipeline import Upscaler, engine_config
+from ..pipeline import Upscaler, model_engine_config
 from ..weights.bundled import BUNDLED_DIR
 from ..weights.loading import CONFIG_FILE, DIT_FILE, WeightsError
 
@@ -37,6 +37,7 @@ class ModelSettings:
     local_range: int = _ATTENTION.local_range
     color_fix: str = _ENGINE.color_fix
     seed: int = _ENGINE.seed
+    stabilize: str = "auto"  # the stabilizer as the model folder recommends it (on for the bundled model)
 
     @property
     def load_key(self) -> tuple:
@@ -45,7 +46,7 @@ class ModelSettings:
 
     def engine_settings(self) -> dict:
         return {"sparse_ratio": self.sparse_ratio, "local_range": self.local_range,
-                "color_fix": self.color_fix, "seed": self.seed}  # fmt: skip
+                "color_fix": self.color_fix, "seed": self.seed, "stabilize": self.stabilize}  # fmt: skip
 
     def describe(self) -> dict:
         return {**asdict(self), "weights": str(self.weights)}
@@ -143,8 +144,8 @@ class ModelCache:
 
     def _rebuild_engine(self, settings: ModelSettings) -> Upscaler:
         old = self._upscaler
-        config = engine_config(variant=settings.variant, device=str(old.device), dtype=old.config.dtype,
-                               **settings.engine_settings())  # fmt: skip
+        config = model_engine_config(old.models, variant=settings.variant, device=str(old.device), dtype=old.config.dtype,
+                                     **settings.engine_settings())  # fmt: skip
         upscaler = Upscaler(old.models, config)
         upscaler.report = old.report
         return upscaler

@@ -35,6 +35,9 @@ class JobRequest(BaseModel):
     local_range: int = Field(_MODEL_DEFAULTS.local_range, gt=0)
     color_fix: Literal["adain", "wavelet", "none"] = _MODEL_DEFAULTS.color_fix
     seed: int = Field(_MODEL_DEFAULTS.seed, ge=0, le=MAX_SEED)
+    stabilize: Literal["auto", "on", "off"] = Field(
+        _MODEL_DEFAULTS.stabilize, description="steady still regions: auto follows the model folder (on for the bundled model)"
+    )
     scale: float | None = Field(None, ge=1, description="upscaling factor; default 4 unless width/height are given")
     width: int | None = Field(None, gt=0)
     height: int | None = Field(None, gt=0)
@@ -56,6 +59,7 @@ def model_settings(request: JobRequest, folders: list[ModelFolder]) -> ModelSett
         local_range=request.local_range,
         color_fix=request.color_fix,
         seed=request.seed,
+        stabilize=request.stabilize,
     )
 
 

@@ -158,6 +158,7 @@ function fillSettings(info) {
   fillSelect("local-range", choices.local_range.map((r) => [r, r === 11 ? "11 (more stable)" : `${r} (sharper)`]), defaults.local_range);
   $("variant").value = defaults.variant;
   $("color-fix").value = defaults.color_fix;
+  $("stabilize").value = defaults.stabilize;
   $("seed").value = defaults.seed;
   $("scale").value = defaults.scale;
   $("quality").value = defaults.quality;
@@ -209,6 +210,7 @@ function readSettings() {
     sparse_ratio: Number($("sparse-ratio").value),
     local_range: Number($("local-range").value),
     color_fix: $("color-fix").value,
+    stabilize: $("stabilize").value,
     seed: integerOr($("seed").value, 0),
     format: $("format").value,
     quality: integerOr($("quality").value, 95),
@@ -530,7 +532,7 @@ function detailText(job) {
   const o = job.options;
   const parts = [`${job.input.width} × ${job.input.height} → ${job.output.width} × ${job.output.height}`];
   parts.push(FORMAT_LABELS[job.output.format] || job.output.format);
-  parts.push(`${o.variant} decoder, colour fix ${o.color_fix}, seed ${o.seed}`);
+  parts.push(`${o.variant} decoder, colour fix ${o.color_fix}, stabilizer ${o.stabilize}, seed ${o.seed}`);
   if (job.model) parts.push(job.model.reused ? "model already loaded" : `model loaded in ${job.model.load_seconds.toFixed(1)} s`);
   if (job.result && job.result.audio_streams) parts.push(`audio copied (${job.result.audio_streams})`);
   return parts.join(" · ");
