@@ -21,6 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from flashvsr.bench import random_official_models, synthetic_lr_video  # noqa: E402
+from flashvsr.engine.overlap import running_on  # noqa: E402
 from flashvsr.engine.stream import StreamingEngine  # noqa: E402
 from flashvsr.pipeline import Upscaler, engine_config, plan_geometry, prepare_frames  # noqa: E402
 
@@ -54,7 +55,9 @@ def main() -> int:
             options = {**{name: False for name in EXACT_OPTIONS}, args.option: on}
             cfg = engine_config("tiny", "cuda", "bfloat16", compile=args.compile, offload_weights="off",
                                 attention_backend=args.attention_backend, **options)  # fmt: skip
-            outs[on] = stream(Upscaler(models, cfg).engine, lr, args.height, args.width)
+            upscaler = Upscaler(models, cfg)
+            with running_on(upscaler.first_stream):  # as Upscaler.stream runs it (overlap_decode: its own stream)
+                outs[on] = stream(upscaler.engine, lr, args.height, args.width)
     (eager, _), (replayed, captured) = outs[False], outs[True]
     diff = (eager.float() - replayed.float()).abs().max().item()
     report = {"option": args.option, "layers": args.layers, "size": [args.width, args.height], "frames": args.frames,

@@ -24,8 +24,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import DEFAULT_DECODER_FRAME_CHUNK, DEFAULT_TILE_OVERLAP, PIXEL_MULTIPLE, TILE_AUTO, EngineConfig, SparseAttentionConfig, TilingConfig
+from .config import (
+    DEFAULT_DECODER_FRAME_CHUNK, DEFAULT_TILE_OVERLAP, PIXEL_MULTIPLE, STABILIZER_OFF, TILE_AUTO, EngineConfig,
+    SparseAttentionConfig, StabilizerConfig, TilingConfig, resolve_stabilizer,
+)  # fmt: skip
 from .engine.memory import NotEnoughMemory, TilePlan, enforce_memory_limit, plan_tiles, plannable_bytes
+from .engine.overlap import first_stream_for, running_on
 from .engine.state import NoiseSource
 from .engine.stream import StreamingEngine, model_frame_size, resolve_dtype
 from .engine.tiles import EngineStream, TiledStream
@@ -120,6 +124,7 @@ class Upscaler:
         self.device = torch.device(config.device)
         enforce_memory_limit(self.device, config.tiling.memory_limit_gb)
         self.engine = StreamingEngine(models.to(self.device, resolve_dtype(config.dtype)), config)
+        self.first_stream = first_stream_for(self.device, config.overlap_decode)  # the engine's own CUDA stream, if any
         self.models = models
         self.announce: Callable[[str], None] | None = None  # told which tiling each stream uses (the CLI prints it)
 
@@ -136,7 +141,9 @@ class Upscaler:
     ) -> "Upscaler":
         """Load a weights folder (official v1/v1.1 or this project's; default: the bundled
         model) and build an engine. ``settings`` are :class:`EngineConfig` /
-        :class:`SparseAttentionConfig` fields (``sparse_ratio``, ``local_range``, ``color_fix``…)."""
+        :class:`SparseAttentionConfig` fields (``sparse_ratio``, ``local_range``, ``color_fix``…);
+        ``stabilize`` is "auto" (what the model folder recommends), "on", "off" or a
+        :class:`StabilizerConfig`."""
         from .weights.loading import load_model
         from .weights.bundled import default_model_folder
 
@@ -144,7 +151,7 @@ class Upscaler:
         dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
         folder = Path(weights) if weights else default_model_folder()
         models, report = load_model(folder, release=release, variants=(variant,), dtype=resolve_dtype(dtype), prompt=prompt)
-        upscaler = cls(models, engine_config(variant=variant, device=device, dtype=dtype, **settings))
+        upscaler = cls(models, model_engine_config(models, variant=variant, device=device, dtype=dtype, **settings))
         upscaler.report = report
         return upscaler
 
@@ -170,7 +177,8 @@ class Upscaler:
             raise ValueError("no frames to upscale")
         first = _as_u8_tensor(first)
         geo = plan_geometry(first.shape[0], first.shape[1], scale, width, height, even)
-        stream = self.open_stream(geo, noise)
+        with running_on(self.first_stream):
+            stream = self.open_stream(geo, noise)
         pending = [first]
         for frame in it:
             frame = _as_u8_tensor(frame)
@@ -182,7 +190,9 @@ class Upscaler:
                 pending = []
         if pending:
             yield from self._push(stream, pending, geo)
-        yield from _to_numpy(stream.finish())
+        with running_on(self.first_stream):
+            rest = _to_numpy(stream.finish())
+        yield from rest
 
     def tile_plan(self, geo: Geometry) -> TilePlan:
         """Untiled when the frame fits in free device memory, else tiles (raises
@@ -218,9 +228,11 @@ class Upscaler:
             return EngineStream(self.engine, state)
         return TiledStream(self.engine, plan.grid, geo.content, noise, plan.offload)
 
-    def _push(self, stream, frames: list[torch.Tensor], geo: Geometry) -> Iterator[np.ndarray]:
-        lq = prepare_frames(torch.stack(frames).to(self.device), geo, self.engine.dtype)
-        yield from _to_numpy(stream.push(lq))
+    def _push(self, stream, frames: list[torch.Tensor], geo: Geometry) -> list[np.ndarray]:
+        """The frames final after pushing ``frames`` (run on the engine's own stream, not across a yield)."""
+        with running_on(self.first_stream):
+            lq = prepare_frames(torch.stack(frames).to(self.device), geo, self.engine.dtype)
+            return _to_numpy(stream.push(lq))
 
     def upscale_frames(self, frames: Iterable[np.ndarray], **kwargs) -> list[np.ndarray]:
         return list(self.stream(frames, **kwargs))
@@ -269,6 +281,7 @@ def engine_config(
     memory_limit_gb: float = 0.0,
     decoder_frame_chunk: int = DEFAULT_DECODER_FRAME_CHUNK,
     offload_weights: str = "auto",
+    stabilizer: StabilizerConfig = STABILIZER_OFF,
     **attention,
 ) -> EngineConfig:
     return EngineConfig(
@@ -286,7 +299,14 @@ def engine_config(
         dtype=dtype,
         device=device,
         attention_backend=attention_backend,
+        stabilizer=stabilizer,
     )
+
+
+def model_engine_config(models: FlashVSRModels, stabilize: str | StabilizerConfig = "auto", **settings) -> EngineConfig:
+    """:func:`engine_config` for ``models``, with ``stabilize`` ("auto", "on", "off") resolved
+    against what the model folder recommends."""
+    return engine_config(stabilizer=resolve_stabilizer(stabilize, models.config.stabilizer), **settings)
 
 
 def _as_u8_tensor(frame) -> torch.Tensor:
@@ -303,9 +323,8 @@ def _as_u8_tensor(frame) -> torch.Tensor:
     return t[..., :3].contiguous()
 
 
-def _to_numpy(frames: torch.Tensor) -> Iterator[np.ndarray]:
-    if frames.shape[0]:
-        yield from to_uint8(frames).cpu().numpy()
+def _to_numpy(frames: torch.Tensor) -> list[np.ndarray]:
+    return list(to_uint8(frames).cpu().numpy()) if frames.shape[0] else []
 
 
-__all__ = ["Upscaler", "Geometry", "plan_geometry", "prepare_frames", "to_uint8", "engine_config", "PIXEL_MULTIPLE"]
+__all__ = ["Upscaler", "Geometry", "plan_geometry", "prepare_frames", "to_uint8", "engine_config", "model_engine_config", "PIXEL_MULTIPLE"]

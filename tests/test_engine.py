@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from flashvsr.colorfix import adain, wavelet, wavelet_bands
 from flashvsr.config import EngineConfig, SparseAttentionConfig
 from flashvsr.engine.schedule import calls_to_cover, plan_call, reference_frame_count
-from flashvsr.engine.overlap import InlineDecoding, SideStreamDecoding, decoding_for
+from flashvsr.engine.overlap import InlineDecoding, SideStreamDecoding, decoding_for, first_stream_for, running_on
 from flashvsr.engine.stream import StreamingEngine, model_frame_size
 
 from .conftest import random_frames, tiny_models
@@ -233,5 +234,34 @@ def test_overlap_is_inline_on_the_cpu_and_a_side_stream_on_cuda():
     assert isinstance(decoding_for(torch.device("cpu"), overlap=True), InlineDecoding)
     cpu = StreamingEngine(tiny_models(), EngineConfig(device="cpu", dtype="float32", overlap_decode=True))
     assert cpu.decoding.calls_held == 0
+    assert first_stream_for(torch.device("cpu"), overlap=True) is None
+    with running_on(None):  # the CPU's one stream: nothing to switch
+        pass
     if torch.cuda.is_available():
-        assert isinstance(decoding_for(torch.device("cuda"), overlap=True), SideStreamDecoding)
+        cuda = torch.device("cuda")
+        assert isinstance(decoding_for(cuda, overlap=True), SideStreamDecoding)
+        assert first_stream_for(cuda, overlap=False) is None
+        first = first_stream_for(cuda, overlap=True)
+        assert first.priority < 0  # above the default streams' 0
+        with running_on(first):
+            assert torch.cuda.current_stream() == first
+        assert torch.cuda.current_stream() != first
+
+
+def test_an_upscaler_with_overlap_runs_the_engine_on_its_own_stream_and_gives_the_same_frames(tmp_path):
+    from flashvsr.pipeline import Upscaler
+    from flashvsr.weights.loading import save_model
+
+    folder = save_model(tiny_models(decoders=("tiny",)), tmp_path / "m")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    lr = [(random_frames(1, 32, 64, seed=i)[0].permute(1, 2, 0).add(1).mul(127.5)).byte().numpy() for i in range(11)]
+    plain = Upscaler.load(folder, device=device, dtype="float32")
+    overlapped = Upscaler.load(folder, device=device, dtype="float32", overlap_decode=True)
+    assert (overlapped.first_stream is None) == (device == "cpu")
+    a = list(plain.stream(lr, batch=3))
+    b = list(overlapped.stream(lr, batch=3))
+    assert len(a) == len(b) == 11
+    # the CPU has one stream: the same frames; on CUDA, cuDNN may pick other float32 algorithms per engine (a
+    # stream race would show as garbage, far beyond one level); bf16 exactness: benchmarks/option_exact.py
+    tolerance = 0 if device == "cpu" else 1
+    assert max(int(np.abs(x.astype(int) - y.astype(int)).max()) for x, y in zip(a, b)) <= tolerance

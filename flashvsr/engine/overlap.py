@@ -13,7 +13,8 @@ hand their memory to the other stream's work while it may still read them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -91,3 +92,26 @@ def decodes_beside(device: torch.device, overlap: bool) -> bool:
 
 def decoding_for(device: torch.device, overlap: bool) -> Decoding:
     return SideStreamDecoding(device) if decodes_beside(device, overlap) else InlineDecoding()
+
+
+HIGHEST_PRIORITY = -100  # torch maps it to the device's highest stream priority
+
+
+def first_stream_for(device: torch.device, overlap: bool) -> torch.cuda.Stream | None:
+    """With decoding beside the DiT, a stream of the highest priority for the rest (LR projection
+    and DiT, the critical path): the GPU then schedules their kernels first and the decoder's fill
+    the gaps (H100: 57.4 → 58.4 FPS at 1408×768). None where decoding is not beside it."""
+    return torch.cuda.Stream(device, priority=HIGHEST_PRIORITY) if decodes_beside(device, overlap) else None
+
+
+@contextmanager
+def running_on(stream: torch.cuda.Stream | None) -> Iterator[None]:
+    """Run the block's GPU work on ``stream``, ordered after and before the caller's own (no-op for None)."""
+    if stream is None:
+        yield
+        return
+    caller = torch.cuda.current_stream(stream.device)
+    stream.wait_stream(caller)  # whatever the caller wrote before (weights, frames) is there
+    with torch.cuda.stream(stream):
+        yield
+    caller.wait_stream(stream)
