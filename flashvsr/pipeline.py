@@ -170,7 +170,10 @@ class Upscaler:
         batch: int = 1,
     ) -> Iterator[np.ndarray]:
         """Upscale an iterable of (H, W, 3) uint8 frames, yielding (h, w, 3) uint8 frames as
-        soon as they are final. Exactly one output frame per input frame, in order."""
+        soon as they are final. Exactly one output frame per input frame, in order.
+
+        On a GPU, a push's frames are copied to host memory without waiting and handed out after
+        the next push that runs a DiT call: the host never waits while the GPU has nothing queued."""
         it = iter(frames)
         first = next(it, None)
         if first is None:
@@ -179,20 +182,23 @@ class Upscaler:
         geo = plan_geometry(first.shape[0], first.shape[1], scale, width, height, even)
         with running_on(self.first_stream):
             stream = self.open_stream(geo, noise)
-        pending = [first]
+        pending, copying = [first], None  # LR frames not pushed yet; output frames on their way to the host
         for frame in it:
             frame = _as_u8_tensor(frame)
             if frame.shape != first.shape:
                 raise ValueError(f"frame size changed from {tuple(first.shape)} to {tuple(frame.shape)}")
             pending.append(frame)
             if len(pending) >= batch:
-                yield from self._push(stream, pending, geo)
+                copying, ready = _handed_over(copying, self._push(stream, pending, geo))
+                yield from ready
                 pending = []
         if pending:
-            yield from self._push(stream, pending, geo)
+            copying, ready = _handed_over(copying, self._push(stream, pending, geo))
+            yield from ready
         with running_on(self.first_stream):
-            rest = _to_numpy(stream.finish())
-        yield from rest
+            rest = HostFrames.copy_of(stream.finish())
+        yield from (copying.frames() if copying else [])
+        yield from rest.frames()
 
     def tile_plan(self, geo: Geometry) -> TilePlan:
         """Untiled when the frame fits in free device memory, else tiles (raises
@@ -228,11 +234,13 @@ class Upscaler:
             return EngineStream(self.engine, state)
         return TiledStream(self.engine, plan.grid, geo.content, noise, plan.offload)
 
-    def _push(self, stream, frames: list[torch.Tensor], geo: Geometry) -> list[np.ndarray]:
-        """The frames final after pushing ``frames`` (run on the engine's own stream, not across a yield)."""
+    def _push(self, stream, frames: list[torch.Tensor], geo: Geometry) -> HostFrames | None:
+        """The frames final after pushing ``frames``, on their way to the host (None: none yet).
+        Runs on the engine's own stream, and never across a yield."""
         with running_on(self.first_stream):
             lq = prepare_frames(torch.stack(frames).to(self.device), geo, self.engine.dtype)
-            return _to_numpy(stream.push(lq))
+            out = stream.push(lq)
+            return HostFrames.copy_of(out) if out.shape[0] else None
 
     def upscale_frames(self, frames: Iterable[np.ndarray], **kwargs) -> list[np.ndarray]:
         return list(self.stream(frames, **kwargs))
@@ -323,8 +331,35 @@ def _as_u8_tensor(frame) -> torch.Tensor:
     return t[..., :3].contiguous()
 
 
-def _to_numpy(frames: torch.Tensor) -> list[np.ndarray]:
-    return list(to_uint8(frames).cpu().numpy()) if frames.shape[0] else []
+@dataclass
+class HostFrames:
+    """Output frames being copied to (pinned) host memory; ``copied`` is None once they are there."""
+
+    host: torch.Tensor  # (T, h, w, 3) uint8
+    copied: torch.cuda.Event | None = None
+
+    @staticmethod
+    def copy_of(frames: torch.Tensor) -> "HostFrames":
+        """Start copying (T, 3, h, w) frames in [-1, 1] to host memory, without waiting on a GPU."""
+        u8 = to_uint8(frames)
+        if u8.device.type != "cuda":
+            return HostFrames(u8.cpu())
+        host = torch.empty(u8.shape, dtype=torch.uint8, pin_memory=True)
+        host.copy_(u8, non_blocking=True)
+        return HostFrames(host, torch.cuda.current_stream(u8.device).record_event())
+
+    def frames(self) -> list[np.ndarray]:
+        if self.copied is not None:
+            self.copied.synchronize()
+        return list(self.host.numpy())
+
+
+def _handed_over(copying: HostFrames | None, new: HostFrames | None) -> tuple[HostFrames | None, list[np.ndarray]]:
+    """After a push: (what is still copying, the frames to hand out now). A push that made frames also
+    queued the GPU's next work, so the previous push's frames can be waited for now."""
+    if new is None:
+        return copying, []
+    return new, copying.frames() if copying else []
 
 
 __all__ = ["Upscaler", "Geometry", "plan_geometry", "prepare_frames", "to_uint8", "engine_config", "model_engine_config", "PIXEL_MULTIPLE"]

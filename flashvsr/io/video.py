@@ -338,6 +338,9 @@ class VideoWriter:
         spec, codec = self.spec, self.spec.codec
         stream = self.container.add_stream(codec.encoder, rate=spec.rate, options=self._encoder_options())
         stream.width, stream.height, stream.pix_fmt = spec.width, spec.height, codec.pixel_format
+        # Frame and slice threads, as the ffmpeg command uses: with PyAV's default (slices only) x264 splits each
+        # frame across threads instead of encoding several frames at once, and a file job waits on its encoder.
+        stream.codec_context.thread_type = "AUTO"
         # The source's time base, in the stream and the encoder, so every pts is kept exactly.
         stream.time_base = spec.time_base
         stream.codec_context.time_base = spec.time_base
