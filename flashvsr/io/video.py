@@ -314,6 +314,9 @@ class VideoOutputSpec:
     pixel_aspect: Fraction | None = None  # keep anamorphic video's pixel shape
     audio_source: Path | None = None  # copy every audio stream of this file
     metadata: dict[str, str] = field(default_factory=dict)
+    # frame and slice threads, as the ffmpeg command uses: with PyAV's default (slices only) x264 splits each
+    # frame across threads instead of encoding several frames at once, and a file job waits on its encoder
+    encoder_threads: str = "AUTO"
 
 
 class VideoWriter:
@@ -338,9 +341,7 @@ class VideoWriter:
         spec, codec = self.spec, self.spec.codec
         stream = self.container.add_stream(codec.encoder, rate=spec.rate, options=self._encoder_options())
         stream.width, stream.height, stream.pix_fmt = spec.width, spec.height, codec.pixel_format
-        # Frame and slice threads, as the ffmpeg command uses: with PyAV's default (slices only) x264 splits each
-        # frame across threads instead of encoding several frames at once, and a file job waits on its encoder.
-        stream.codec_context.thread_type = "AUTO"
+        stream.codec_context.thread_type = spec.encoder_threads
         # The source's time base, in the stream and the encoder, so every pts is kept exactly.
         stream.time_base = spec.time_base
         stream.codec_context.time_base = spec.time_base

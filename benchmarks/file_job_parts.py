@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Where a file job's time goes without the model: decoding the input, and encoding the output
+with the writer `flashvsr upscale` uses, under each encoder threading mode (CPU only).
+
+    python benchmarks/file_job_parts.py [--width 1408 --height 768 --frames 101]
+
+If a mode encodes slower than the GPU upscales (`flashvsr bench`), file jobs wait on the encoder.
+(`VideoOutputSpec.encoder_threads`; file jobs use "AUTO").
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from flashvsr.bench import synthetic_lr_video  # noqa: E402
+from flashvsr.demo import write_clip  # noqa: E402
+from flashvsr.io.media import TimedFrame  # noqa: E402
+from flashvsr.io.video import VIDEO_CODECS, VideoOutputSpec, VideoReader, VideoWriter  # noqa: E402
+
+THREAD_MODES = ("SLICE", "FRAME", "AUTO")
+RATE = Fraction(30)
+
+
+def output_frames(n: int, height: int, width: int) -> list[np.ndarray]:
+    """Upscaled-looking frames: the bench's synthetic clip, enlarged by pixel repetition."""
+    lr = synthetic_lr_video(n, height // 4, width // 4, seed=0).numpy()
+    return [np.ascontiguousarray(f.repeat(4, axis=0).repeat(4, axis=1)) for f in lr]
+
+
+def encode_fps(frames: list[np.ndarray], folder: Path, mode: str) -> float:
+    h, w = frames[0].shape[:2]
+    spec = VideoOutputSpec(VIDEO_CODECS["h264"], w, h, RATE, 1 / RATE, encoder_threads=mode)
+    writer = VideoWriter(folder / f"out_{mode}.mp4", spec)
+    start = time.perf_counter()
+    for i, f in enumerate(frames):
+        writer.write(TimedFrame(f, i, 1))
+    writer.close()
+    return len(frames) / (time.perf_counter() - start)
+
+
+def decode_fps(path: Path) -> float:
+    start = time.perf_counter()
+    count = sum(1 for _ in VideoReader(path).frames())
+    return count / (time.perf_counter() - start)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--width", type=int, default=1408)
+    ap.add_argument("--height", type=int, default=768)
+    ap.add_argument("--frames", type=int, default=101)
+    args = ap.parse_args()
+    frames = output_frames(args.frames, args.height, args.width)
+    with tempfile.TemporaryDirectory(prefix="flashvsr-io-") as tmp:
+        folder = Path(tmp)
+        lr = synthetic_lr_video(args.frames, args.height // 4, args.width // 4, seed=0).numpy()
+        source = write_clip(folder / "input.mp4", lr, int(RATE), with_tone=True)
+        print(f"decode the {args.width // 4}×{args.height // 4} input: {decode_fps(source):.1f} frames/s")
+        for mode in THREAD_MODES:
+            print(f"encode {args.width}×{args.height} H.264 (CLI defaults), threads {mode}: "
+                  f"{encode_fps(frames, folder, mode):.1f} frames/s")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
