@@ -84,6 +84,7 @@ def _bench(args: argparse.Namespace) -> int:
         cuda_graphs=args.cuda_graphs,
         overlap_decode=args.overlap_decode,
         file_io=args.file_io,
+        stabilize=args.stabilize,
         tile=args.tile,
         tile_overlap=args.tile_overlap,
         offload_tiles=args.offload_tiles,
@@ -574,6 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (warm-up compiles)")
     bench.add_argument("--cuda-graphs", action="store_true", help="replay steady-state DiT calls from CUDA graphs")
     bench.add_argument("--overlap-decode", action="store_true", help=OVERLAP_DECODE_HELP)
+    bench.add_argument("--stabilize", action="store_true", help="time the stabilizer too (on for the bundled model)")
     bench.add_argument("--file-io", action="store_true",
                        help="time whole file jobs as `flashvsr upscale` runs them: an H.264 input with audio decoded, "
                             "upscaled and encoded to H.264 (default: frames in memory)")  # fmt: skip

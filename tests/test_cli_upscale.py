@@ -325,12 +325,13 @@ def test_bench_reports_fps_stage_times_and_its_settings(tmp_path):
     out = tmp_path / "bench.json"
     args = ["bench", "--device", "cpu", "--layers", "1", "--height", "128", "--width", "256", "--frames", "5",
             "--warmup", "0", "--repeats", "1", "--compile", "--decoder-chunk", "2", "--offload-weights", "on",
-            "--overlap-decode", "--json", str(out)]  # fmt: skip
+            "--overlap-decode", "--stabilize", "--json", str(out)]  # fmt: skip
     assert cli.main(args) == 0
     result = json.loads(out.read_text())
     assert result["fps"] > 0 and result["config"]["compile"] and result["config"]["layers"] == 1
     assert result["config"]["decoder_frame_chunk"] == 2 and result["config"]["offload_weights"] == "on"
-    assert result["config"]["overlap_decode"]
+    assert result["config"]["overlap_decode"] and result["config"]["stabilize"]
+    assert "stabilize" in result["stage_ms_per_8_frames"]  # the filter ran and was timed
     assert {"lq_proj", "dit", "decode"} <= set(result["stage_ms_per_8_frames"])
     assert result["tiling"].startswith("tiling: none") and result["config"]["tile"] == "auto"
     assert result["tiling"].endswith("DiT weights streamed from host memory")
