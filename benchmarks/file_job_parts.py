@@ -5,6 +5,8 @@ with the writer `flashvsr upscale` uses, under each encoder threading mode (CPU 
     python benchmarks/file_job_parts.py [--width 1408 --height 768 --frames 101]
 
 If a mode encodes slower than the GPU upscales (`flashvsr bench`), file jobs wait on the encoder.
+Last, how much of its speed a pure-Python loop keeps while another thread encodes with one x264
+thread (near 1: PyAV releases the GIL, so the encoder thread does not stall the one launching kernels).
 (`VideoOutputSpec.encoder_threads`; file jobs use "AUTO").
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -46,6 +49,36 @@ def encode_fps(frames: list[np.ndarray], folder: Path, mode: str) -> float:
     return len(frames) / (time.perf_counter() - start)
 
 
+def python_share_while_encoding(frames: list[np.ndarray], folder: Path, seconds: float = 3.0) -> float:
+    """A pure-Python loop's speed while a thread encodes (one x264 thread), over its speed alone."""
+
+    def spin() -> int:
+        n, end = 0, time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            n += 1
+        return n
+
+    alone = spin()
+    h, w = frames[0].shape[:2]
+    spec = VideoOutputSpec(VIDEO_CODECS["h264"], w, h, RATE, 1 / RATE, encoder_thread_count=1)  # a core left free
+    writer = VideoWriter(folder / "gil.mp4", spec)
+    stop = threading.Event()
+
+    def encode() -> None:
+        i = 0
+        while not stop.is_set():
+            writer.write(TimedFrame(frames[i % len(frames)], i, 1))
+            i += 1
+
+    thread = threading.Thread(target=encode)
+    thread.start()
+    shared = spin()
+    stop.set()
+    thread.join()
+    writer.close()
+    return shared / alone
+
+
 def decode_fps(path: Path) -> float:
     start = time.perf_counter()
     count = sum(1 for _ in VideoReader(path).frames())
@@ -67,6 +100,8 @@ def main() -> int:
         for mode in THREAD_MODES:
             print(f"encode {args.width}×{args.height} H.264 (CLI defaults), threads {mode}: "
                   f"{encode_fps(frames, folder, mode):.1f} frames/s")  # fmt: skip
+        share = python_share_while_encoding(frames[:8], folder)
+        print(f"a Python loop keeps {share:.0%} of its speed while a thread encodes (GIL released if near 100 %)")
     return 0
 
 

@@ -317,6 +317,7 @@ class VideoOutputSpec:
     # frame and slice threads, as the ffmpeg command uses: with PyAV's default (slices only) x264 splits each
     # frame across threads instead of encoding several frames at once, and a file job waits on its encoder
     encoder_threads: str = "AUTO"
+    encoder_thread_count: int = 0  # 0: as many as the encoder chooses
 
 
 class VideoWriter:
@@ -342,6 +343,7 @@ class VideoWriter:
         stream = self.container.add_stream(codec.encoder, rate=spec.rate, options=self._encoder_options())
         stream.width, stream.height, stream.pix_fmt = spec.width, spec.height, codec.pixel_format
         stream.codec_context.thread_type = spec.encoder_threads
+        stream.codec_context.thread_count = spec.encoder_thread_count
         # The source's time base, in the stream and the encoder, so every pts is kept exactly.
         stream.time_base = spec.time_base
         stream.codec_context.time_base = spec.time_base
