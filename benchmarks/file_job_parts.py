@@ -38,10 +38,14 @@ def output_frames(n: int, height: int, width: int) -> list[np.ndarray]:
     return [np.ascontiguousarray(f.repeat(4, axis=0).repeat(4, axis=1)) for f in lr]
 
 
-def encode_fps(frames: list[np.ndarray], folder: Path, mode: str) -> float:
+def h264_writer(path: Path, frames: list[np.ndarray], **threads) -> VideoWriter:
+    """The writer file jobs use (H.264, the CLI's defaults) for ``frames``' size; ``threads``: VideoOutputSpec's."""
     h, w = frames[0].shape[:2]
-    spec = VideoOutputSpec(VIDEO_CODECS["h264"], w, h, RATE, 1 / RATE, encoder_threads=mode)
-    writer = VideoWriter(folder / f"out_{mode}.mp4", spec)
+    return VideoWriter(path, VideoOutputSpec(VIDEO_CODECS["h264"], w, h, RATE, 1 / RATE, **threads))
+
+
+def encode_fps(frames: list[np.ndarray], folder: Path, mode: str) -> float:
+    writer = h264_writer(folder / f"out_{mode}.mp4", frames, encoder_threads=mode)
     start = time.perf_counter()
     for i, f in enumerate(frames):
         writer.write(TimedFrame(f, i, 1))
@@ -59,9 +63,7 @@ def python_share_while_encoding(frames: list[np.ndarray], folder: Path, seconds:
         return n
 
     alone = spin()
-    h, w = frames[0].shape[:2]
-    spec = VideoOutputSpec(VIDEO_CODECS["h264"], w, h, RATE, 1 / RATE, encoder_thread_count=1)  # a core left free
-    writer = VideoWriter(folder / "gil.mp4", spec)
+    writer = h264_writer(folder / "gil.mp4", frames, encoder_thread_count=1)  # a core left free
     stop = threading.Event()
 
     def encode() -> None:

@@ -30,6 +30,7 @@ from .pipeline import Upscaler, engine_config, plan_geometry, prepare_frames, to
 FRAMES_PER_REPORT = 8  # stage times are reported per 8 frames, one steady-state DiT call
 BENCH_CLIP_FPS = 30  # frame rate of the input file that file_io jobs read
 
+
 @dataclass(frozen=True)
 class BenchConfig:
     height: int = 768

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from . import __version__
 from .config import (  # plain dataclasses: no torch
-    DEFAULT_DECODER_FRAME_CHUNK, DEFAULT_TILE_OVERLAP, OFFLOAD_WEIGHTS_MODES, PIXEL_MULTIPLE, TILE_AUTO, TILE_OFF,
+    DEFAULT_DECODER_FRAME_CHUNK, DEFAULT_TILE_OVERLAP, OFFLOAD_WEIGHTS_MODES, PIXEL_MULTIPLE, STABILIZE_MODES, TILE_AUTO,
+    TILE_OFF,
 )  # fmt: skip
 
 EXIT_FAILED = 1
@@ -434,7 +435,7 @@ def _add_upscale_parser(sub) -> None:
                         help="time slices kept in the attention cache: 3 (default); fewer uses less memory")  # fmt: skip
     tuning.add_argument("--color-fix", choices=["adain", "wavelet", "none"], default="adain",
                         help="match output colours to the input: adain (default, reference), wavelet (shifts colours less), none")  # fmt: skip
-    tuning.add_argument("--stabilize", choices=["auto", "on", "off"], default="auto",
+    tuning.add_argument("--stabilize", choices=STABILIZE_MODES, default="auto",
                         help="steady still regions: each pixel keeps most of the previous output where the input has not changed "
                              "(default auto: as the model folder recommends, on for the bundled model, off for the official weights)")  # fmt: skip
     tuning.add_argument("--seed", type=int, default=0, help="noise seed (default 0); the same seed gives the same output")
@@ -531,7 +532,7 @@ def _add_eval_parser(sub) -> None:
     p.add_argument("--device", help="torch device for models (default cpu)")
     p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"])
     p.add_argument("--crop", type=crop_size, metavar="WxH", help="measure on a centred WxH crop of each clip (faster)")
-    p.add_argument("--stabilize", choices=["auto", "on", "off"], default="auto",
+    p.add_argument("--stabilize", choices=STABILIZE_MODES, default="auto",
                    help="the models' stabilizer (default auto: as each model folder recommends)")  # fmt: skip
     p.add_argument("-o", "--output", default="eval", help="folder for results.md, results.csv and crops/")
     p.set_defaults(func=_eval)

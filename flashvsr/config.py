@@ -265,7 +265,6 @@ class TilingConfig:
             raise ValueError(f"tile overlap must be a multiple of {PIXEL_MULTIPLE} pixels, got {self.overlap}")
 
 
-
 OFFLOAD_WEIGHTS_MODES = ("auto", "on", "off")  # "auto": only when a frame would not fit otherwise
 
 

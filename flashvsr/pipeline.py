@@ -333,10 +333,10 @@ def _as_u8_tensor(frame) -> torch.Tensor:
 
 @dataclass
 class HostFrames:
-    """Output frames being copied to (pinned) host memory; ``copied`` is None once they are there."""
+    """Output frames being copied to (pinned) host memory."""
 
     host: torch.Tensor  # (T, h, w, 3) uint8
-    copied: torch.cuda.Event | None = None
+    copied: torch.cuda.Event | None = None  # done once this event has passed; None: written by the CPU already
 
     @staticmethod
     def copy_of(frames: torch.Tensor) -> "HostFrames":

@@ -59,8 +59,8 @@ def main() -> int:
     lr = make_lr(gt, cfg)
     bicubic = upscale_baseline("bicubic", lr, gt.shape[1:3])
     sr = ModelMethod(args.model, cfg)(lr, gt.shape[1:3])
-    base = measure(sr, gt)
-    print(f"bicubic: PSNR-Y {measure(bicubic, gt)[0]:.3f}, temporal {measure(bicubic, gt)[1]:.3f}")
+    base, plain = measure(sr, gt), measure(bicubic, gt)
+    print(f"bicubic: PSNR-Y {plain[0]:.3f}, temporal {plain[1]:.3f}")
     print(f"off: PSNR-Y {base[0]:.3f}, temporal {base[1]:.3f}, change {base[2]:.3f}")
     best = None
     for threshold, strength in itertools.product(THRESHOLDS, STRENGTHS):

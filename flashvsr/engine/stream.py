@@ -209,13 +209,13 @@ class StreamingEngine:
         if state.tracer and state.tracer.on_decoded:
             state.tracer.on_decoded(plan.index, frames)
         y0, x0, h, w = state.content
-        crop = lambda v: v[..., y0 : y0 + h, x0 : x0 + w]  # noqa: E731
+        lq = lq[..., y0 : y0 + h, x0 : x0 + w]
         with self.clock.section("color_fix"):
-            fixed = color_fix(crop(frames), crop(lq), self.config.color_fix)[0].transpose(0, 1)
+            fixed = color_fix(frames[..., y0 : y0 + h, x0 : x0 + w], lq, self.config.color_fix)[0].transpose(0, 1)
         if not self.config.stabilizer.on:
             return fixed
         with self.clock.section("stabilize"):
-            out, state.stabilizer = stabilize(fixed, crop(lq)[0].transpose(0, 1), state.stabilizer, self.config.stabilizer)
+            out, state.stabilizer = stabilize(fixed, lq[0].transpose(0, 1), state.stabilizer, self.config.stabilizer)
         return out
 
     def _denoise(self, state: StreamState, plan: CallPlan) -> torch.Tensor:
