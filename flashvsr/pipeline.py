@@ -238,7 +238,7 @@ class Upscaler:
         """The frames final after pushing ``frames``, on their way to the host (None: none yet).
         Runs on the engine's own stream, and never across a yield."""
         with running_on(self.first_stream):
-            lq = prepare_frames(torch.stack(frames).to(self.device), geo, self.engine.dtype)
+            lq = prepare_frames(_to_device(frames, self.device), geo, self.engine.dtype)
             out = stream.push(lq)
             return HostFrames.copy_of(out) if out.shape[0] else None
 
@@ -315,6 +315,15 @@ def model_engine_config(models: FlashVSRModels, stabilize: str | StabilizerConfi
     """:func:`engine_config` for ``models``, with ``stabilize`` ("auto", "on", "off") resolved
     against what the model folder recommends."""
     return engine_config(stabilizer=resolve_stabilizer(stabilize, models.config.stabilizer), **settings)
+
+
+def _to_device(frames: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """Frames stacked on ``device``; to a GPU through pinned memory, so the host does not wait: a copy
+    from pageable memory waits for every kernel queued before it."""
+    if device.type != "cuda":
+        return torch.stack(frames).to(device)
+    staged = torch.empty((len(frames), *frames[0].shape), dtype=torch.uint8, pin_memory=True)
+    return torch.stack(frames, out=staged).to(device, non_blocking=True)
 
 
 def _as_u8_tensor(frame) -> torch.Tensor:

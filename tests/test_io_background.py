@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from flashvsr.io.background import BackgroundWriter
+from flashvsr.io.background import BackgroundWriter, read_ahead
 from flashvsr.io.media import TimedFrame
 
 
@@ -102,3 +102,64 @@ def test_abort_drops_queued_frames_and_stops_the_encoder():
     writer.abort()
     assert inner.aborted and not inner.closed and not writer.thread.is_alive()
     assert len(inner.written) <= 1  # at most the frame the encoder already held
+
+
+# --------------------------------------------------------------------------------------------
+# read_ahead: decoding on a thread of its own
+
+
+def test_read_ahead_gives_every_item_in_order_from_another_thread():
+    threads = []
+
+    def items():
+        for i in range(50):
+            threads.append(threading.current_thread())
+            yield i
+
+    assert list(read_ahead(items(), capacity=4)) == list(range(50))
+    assert threads and all(t is not threading.main_thread() for t in threads)
+
+
+def test_read_ahead_stays_within_its_capacity():
+    made = []
+
+    def items():
+        for i in range(100):
+            made.append(i)
+            yield i
+
+    it = read_ahead(items(), capacity=3)
+    assert next(it) == 0
+    time.sleep(0.3)
+    assert len(made) <= 1 + 3 + 1  # the one taken, the queue, and one waiting to be queued
+    it.close()
+
+
+def test_read_ahead_raises_an_error_where_it_occurred():
+    def items():
+        yield 1
+        yield 2
+        raise ValueError("damaged frame")
+
+    it = read_ahead(items())
+    assert next(it) == 1 and next(it) == 2
+    with pytest.raises(ValueError, match="damaged frame"):
+        next(it)
+
+
+def test_closing_read_ahead_early_stops_the_thread_and_closes_the_source():
+    closed = threading.Event()
+
+    def items():
+        try:
+            for i in range(10_000):
+                yield i
+        finally:
+            closed.set()
+
+    before = threading.active_count()
+    it = read_ahead(items(), capacity=2)
+    assert next(it) == 0
+    it.close()
+    assert closed.is_set()
+    assert threading.active_count() == before

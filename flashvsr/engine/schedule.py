@@ -16,6 +16,7 @@ from ..config import VAE_TEMPORAL_FACTOR, WINDOW
 FIRST_CALL_LATENTS = 3 * WINDOW[0]  # three time slices, mutually visible
 LATENTS_PER_CALL = WINDOW[0]  # one time slice
 PRIMING_CLIP = (0, 1)  # frame 0, repeated to a whole clip
+FRAMES_PER_CALL = LATENTS_PER_CALL * VAE_TEMPORAL_FACTOR  # output frames each steady call makes
 
 
 def decoded_range(latent_start: int, latent_end: int) -> tuple[int, int]:
@@ -53,11 +54,9 @@ def plan_call(index: int) -> CallPlan:
 def calls_to_cover(num_frames: int) -> int:
     """Fewest calls whose decoded frames include frames 0…num_frames−1."""
     first = plan_call(0).decode[1]
-    per_call = LATENTS_PER_CALL * VAE_TEMPORAL_FACTOR
-    return 1 + max(0, math.ceil((num_frames - first) / per_call))
+    return 1 + max(0, math.ceil((num_frames - first) / FRAMES_PER_CALL))
 
 
 def reference_frame_count(num_frames: int) -> int:
     """Frames the reference release processes for an N-frame input: the largest 8n+1 ≤ N+4."""
-    per_call = LATENTS_PER_CALL * VAE_TEMPORAL_FACTOR
-    return (num_frames + VAE_TEMPORAL_FACTOR - 1) // per_call * per_call + 1
+    return (num_frames + VAE_TEMPORAL_FACTOR - 1) // FRAMES_PER_CALL * FRAMES_PER_CALL + 1

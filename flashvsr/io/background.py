@@ -1,5 +1,5 @@
-"""Encoding beside the upscaler: an output writer fed through a bounded queue by a thread of
-its own, so the GPU gets the next frames while the last ones are still being encoded.
+"""Decoding and encoding beside the upscaler: the input read ahead and the output written by
+threads of their own, through bounded queues, so the thread that feeds the GPU only launches work.
 
 PyAV (colour conversion, encoding) and Pillow (PNG, JPEG…) release the GIL while they work,
 so encoding really runs at the same time as the main thread's decoding and model calls. The
@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Protocol
+from typing import Iterable, Iterator, Protocol, TypeVar
 
 from .media import TimedFrame
 
 QUEUE_FRAMES = 16  # frames waiting for the encoder (two DiT calls' worth)
+READ_AHEAD_FRAMES = 16  # decoded input frames waiting for the upscaler
 POLL_SECONDS = 0.1  # how often a blocked hand-over looks whether the encoder has failed
 _END = object()  # the queue's last item: no more frames
+T = TypeVar("T")
 
 
 class FrameWriter(Protocol):
@@ -92,3 +94,49 @@ class BackgroundWriter:
                 self.frames.get_nowait()
             except queue.Empty:
                 return
+
+
+def read_ahead(items: Iterable[T], capacity: int = READ_AHEAD_FRAMES) -> Iterator[T]:
+    """``items`` in order, produced by a thread of its own up to ``capacity`` ahead. An error
+    raised by ``items`` is raised here, unchanged, where it occurred in the sequence; closing
+    this iterator early stops the thread and closes ``items``."""
+    ready: queue.Queue = queue.Queue(maxsize=capacity)
+    stop = threading.Event()
+    thread = threading.Thread(target=_produce, args=(iter(items), ready, stop), name="flashvsr-decoder", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, failure = ready.get()
+            if failure is not None:
+                raise failure
+            if item is _END:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _produce(items: Iterator, ready: queue.Queue, stop: threading.Event) -> None:
+    try:
+        for item in items:
+            if not _offer(ready, (item, None), stop):
+                return
+        _offer(ready, (_END, None), stop)
+    except BaseException as e:  # handed to the consumer, which raises it
+        _offer(ready, (None, e), stop)
+    finally:
+        close = getattr(items, "close", None)
+        if close:
+            close()  # a generator's files are released on this thread, where it ran
+
+
+def _offer(ready: queue.Queue, entry, stop: threading.Event) -> bool:
+    """Queue ``entry`` unless the consumer has gone; in steps, so a closed consumer never leaves this waiting."""
+    while not stop.is_set():
+        try:
+            ready.put(entry, timeout=POLL_SECONDS)
+            return True
+        except queue.Full:
+            continue
+    return False
