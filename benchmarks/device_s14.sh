@@ -1,24 +1,32 @@
 #!/usr/bin/env bash
-# Device runs (session 14). PART=idle (carry .whl): installs FlashAttention-4 into .carry/fa4site (kept
-# while the machine is warm), then how idle the GPU is in steady calls (benchmarks/gpu_idle.py).
-# PART=fileio (carry .carry_av, FA4 already installed by PART=idle on this machine): whole file jobs.
+# Device runs (session 14).
+# PART=idle (carry .whl): installs FlashAttention-4 into .carry/fa4site (kept while the machine is warm),
+#   then how idle the GPU is in steady calls (benchmarks/gpu_idle.py).
+# PART=sync (carry .whl): the CUDA tests of host syncs, where the product path still syncs, then the bench.
+# PART=fileio (carry .carry_av; FA4 from an earlier PART on this machine, else flex): whole file jobs.
 set -u
 export PYTHONUNBUFFERED=1
-if [ "${PART:-idle}" = idle ]; then
-    PART=install bash benchmarks/device_flash4.sh
-fi
+PART=${PART:-idle}
+[ "$PART" = fileio ] || PART=install bash benchmarks/device_flash4.sh
 SITE=$PWD/.carry/fa4site
 export PYTHONPATH=$PWD:$SITE:$SITE/nvidia_cutlass_dsl/dsl_packages
 quiet() { grep -v -i warn | tail -n "${1:-14}"; }
-if [ "${PART:-idle}" = idle ]; then
+show() { grep -v Warn | grep -A4 "^=="; }
+if [ "$PART" = idle ]; then
     for args in "--compile --overlap-decode" "--compile" "--compile --overlap-decode --height 1080 --width 1920"; do
         name=$(echo "$args" | tr -d ' -')
         timeout 200 python benchmarks/gpu_idle.py $args --out "$OUT/idle_$name.txt" 2>&1 | quiet 22
     done
+elif [ "$PART" = sync ]; then
+    python -m pytest -q -p no:cacheprovider tests/test_transfer.py tests/test_engine.py -k "transfer or host or overlap" \
+        2>&1 | tail -n 6 | tee "$OUT/pytest_sync.txt"
+    timeout 200 python benchmarks/gpu_idle.py --compile --overlap-decode --find-syncs --out "$OUT/syncs.txt" 2>&1 | quiet 28
+    python benchmarks/bench_variants.py "$OUT/bench.jsonl" compile compile+overlap_decode 2>&1 | show
+    python benchmarks/bench_variants.py "$OUT/bench_1080p.jsonl" compile+overlap_decode --height 1080 --width 1920 2>&1 | show
 else
     [ -d /tmp/avsite/av ] || pip install -q --no-deps --no-index --target /tmp/avsite .carry_av/*.whl 2>&1 | tail -n 2
     export PYTHONPATH=/tmp/avsite:$PYTHONPATH
     python benchmarks/file_job_parts.py 2>&1 | tail -n 5 | tee "$OUT/file_job_parts.txt"
     python benchmarks/bench_variants.py "$OUT/fileio.jsonl" compile+overlap_decode+file_io compile+file_io \
-        compile+overlap_decode ${EXTRA:-} 2>&1 | grep -v Warn | grep -A4 "^=="
+        compile+overlap_decode ${EXTRA:-} 2>&1 | show
 fi

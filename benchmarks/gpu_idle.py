@@ -5,8 +5,11 @@ measures, from the kernels' own start and end times, how much of the window the 
 any stream and on each one, and before which kernels the idle time falls (a gap before a kernel is
 host work that kernel waited for).
 
+With ``--find-syncs`` it lists instead where the product's path (``Upscaler.stream``) makes the host
+wait for the GPU (torch's sync debug mode), by call site: each one drains the GPU's queue.
+
     python benchmarks/gpu_idle.py [--height 768 --width 1408] [--compile] [--overlap-decode]
-        [--attention-backend auto] [--calls 5] [--out summary.txt]
+        [--attention-backend auto] [--calls 5] [--find-syncs] [--out summary.txt]
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import argparse
 import json
 import sys
 import tempfile
+import traceback
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -63,6 +68,26 @@ def idle_report(intervals: list[tuple[float, float, int, str]]) -> str:
     return "\n".join(lines)
 
 
+def sync_sites(run, depth: int = 5) -> Counter:
+    """Call sites (innermost ``depth`` frames) of every synchronizing CUDA operation ``run()`` makes."""
+    found: Counter = Counter()
+
+    def record(message, category, filename, lineno, file=None, line=None):
+        if "synchroniz" in str(message):
+            stack = traceback.extract_stack()[:-1]
+            found[" <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(stack[-depth:]))] += 1
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            run()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return found
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--height", type=int, default=768)
@@ -73,6 +98,7 @@ def main() -> int:
     ap.add_argument("--overlap-decode", action="store_true")
     ap.add_argument("--attention-backend", default="auto")
     ap.add_argument("--decoder-frame-chunk", type=int, default=1)
+    ap.add_argument("--find-syncs", action="store_true")
     ap.add_argument("--out")
     args = ap.parse_args()
     models = random_official_models(args.layers, "tiny", "cuda")
@@ -83,6 +109,18 @@ def main() -> int:
     total = SETTLE_FRAMES + args.calls * FRAMES_PER_CALL
     lr = synthetic_lr_video(total, args.height // 4, args.width // 4).pin_memory()
     geo = plan_geometry(args.height // 4, args.width // 4, width=args.width, height=args.height)
+
+    if args.find_syncs:
+        frames = list(lr.numpy())
+        run = lambda: sum(1 for _ in up.stream(frames, width=args.width, height=args.height, batch=FRAMES_PER_CALL))  # noqa: E731
+        run()  # compiles
+        sites = sync_sites(run)
+        report = f"{len(frames)} frames through Upscaler.stream: {sum(sites.values())} synchronizing calls\n"
+        report += "\n".join(f"  {n:5d}  {site}" for site, n in sites.most_common(25))
+        print(report)
+        if args.out:
+            Path(args.out).write_text(report + "\n")
+        return 0
 
     def lq(a: int, b: int) -> torch.Tensor:
         return prepare_frames(lr[a:b].cuda(non_blocking=True), geo, up.engine.dtype)

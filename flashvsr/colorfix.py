@@ -5,6 +5,8 @@ Frames are (B, 3, T, H, W) in [-1, 1]; statistics are per frame and per RGB chan
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -28,10 +30,15 @@ def adain(frames: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
     return out.clamp(-1, 1).to(frames.dtype)
 
 
+@functools.cache
+def _blur_kernel(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Made once per device: a copy from the host per blur would drain the GPU's queue each time."""
+    return (torch.outer(_BLUR_TAPS, _BLUR_TAPS) / 16).to(device=device, dtype=dtype)
+
+
 def _blur(x: torch.Tensor, dilation: int) -> torch.Tensor:
     """3×3 [1,2,1]⊗[1,2,1]/16 blur at ``dilation``, replicate padding, on (N, C, H, W)."""
-    kernel = torch.outer(_BLUR_TAPS, _BLUR_TAPS).to(x) / 16
-    weight = kernel.expand(x.shape[1], 1, 3, 3)
+    weight = _blur_kernel(x.device, x.dtype).expand(x.shape[1], 1, 3, 3)
     x = F.pad(x, (dilation,) * 4, mode="replicate")
     return F.conv2d(x, weight, groups=x.shape[1], dilation=dilation)
 

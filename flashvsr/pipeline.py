@@ -34,6 +34,7 @@ from .engine.state import NoiseSource
 from .engine.stream import StreamingEngine, model_frame_size, resolve_dtype
 from .engine.tiles import EngineStream, TiledStream
 from .models import FlashVSRModels
+from .transfer import to_device, to_pinned_host
 
 MAX_OUTPUT_PIXELS = 8192 * 8192  # refuse absurd sizes before allocating anything
 PIXEL_MAX = 255.0
@@ -238,7 +239,7 @@ class Upscaler:
         """The frames final after pushing ``frames``, on their way to the host (None: none yet).
         Runs on the engine's own stream, and never across a yield."""
         with running_on(self.first_stream):
-            lq = prepare_frames(_to_device(frames, self.device), geo, self.engine.dtype)
+            lq = prepare_frames(_stacked_on(frames, self.device), geo, self.engine.dtype)
             out = stream.push(lq)
             return HostFrames.copy_of(out) if out.shape[0] else None
 
@@ -317,13 +318,12 @@ def model_engine_config(models: FlashVSRModels, stabilize: str | StabilizerConfi
     return engine_config(stabilizer=resolve_stabilizer(stabilize, models.config.stabilizer), **settings)
 
 
-def _to_device(frames: list[torch.Tensor], device: torch.device) -> torch.Tensor:
-    """Frames stacked on ``device``; to a GPU through pinned memory, so the host does not wait: a copy
-    from pageable memory waits for every kernel queued before it."""
+def _stacked_on(frames: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """Frames stacked on ``device``, stacked straight into pinned memory for a GPU (see flashvsr.transfer)."""
     if device.type != "cuda":
         return torch.stack(frames).to(device)
     staged = torch.empty((len(frames), *frames[0].shape), dtype=torch.uint8, pin_memory=True)
-    return torch.stack(frames, out=staged).to(device, non_blocking=True)
+    return to_device(torch.stack(frames, out=staged), device)
 
 
 def _as_u8_tensor(frame) -> torch.Tensor:
@@ -353,9 +353,7 @@ class HostFrames:
         u8 = to_uint8(frames)
         if u8.device.type != "cuda":
             return HostFrames(u8.cpu())
-        host = torch.empty(u8.shape, dtype=torch.uint8, pin_memory=True)
-        host.copy_(u8, non_blocking=True)
-        return HostFrames(host, torch.cuda.current_stream(u8.device).record_event())
+        return HostFrames(to_pinned_host(u8), torch.cuda.current_stream(u8.device).record_event())
 
     def frames(self) -> list[np.ndarray]:
         if self.copied is not None:

@@ -265,3 +265,24 @@ def test_an_upscaler_with_overlap_runs_the_engine_on_its_own_stream_and_gives_th
     # stream race would show as garbage, far beyond one level); bf16 exactness: benchmarks/option_exact.py
     tolerance = 0 if device == "cpu" else 1
     assert max(int(np.abs(x.astype(int) - y.astype(int)).max()) for x, y in zip(a, b)) <= tolerance
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the host waits for a GPU only where there is one")
+@pytest.mark.parametrize("overlap", [False, True])
+def test_steady_pushes_never_make_the_host_wait_for_the_gpu(overlap):
+    """A copy from pageable host memory drains the GPU's queue (flashvsr.transfer): a steady push,
+    from host frames to queued output, must make no synchronizing CUDA call at all."""
+    from flashvsr.pipeline import Upscaler, engine_config, plan_geometry
+
+    up = Upscaler(tiny_models(decoders=("tiny",)), engine_config("tiny", "cuda", "float32", overlap_decode=overlap))
+    lr = [torch.from_numpy(np.random.default_rng(i).integers(0, 256, (32, 64, 3), dtype=np.uint8)) for i in range(45)]
+    geo = plan_geometry(32, 64)
+    with torch.no_grad():
+        stream = up.open_stream(geo)
+        up._push(stream, lr[:21], geo)  # the first calls allocate the caches and compile
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for i in range(21, 45, 8):
+                up._push(stream, lr[i : i + 8], geo)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")

@@ -17,6 +17,7 @@ from ..models.wan_vae import CausalCache
 from ..stabilizer import StabilizerMemory
 from .graphs import CallGraphs
 from .overlap import InFlight
+from ..transfer import to_pinned_host
 
 
 class NoiseSource(Protocol):
@@ -115,7 +116,5 @@ def _tensor_to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     if t.device == device:
         return t
     if t.is_cuda and device.type == "cpu":
-        # pinned host memory: the copies both ways run at full bus speed, without blocking
-        host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
-        return host.copy_(t, non_blocking=True)
+        return to_pinned_host(t)  # pinned: the copies both ways run at full bus speed, without blocking
     return t.to(device, non_blocking=True)

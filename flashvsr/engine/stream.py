@@ -27,6 +27,7 @@ from ..config import PIXEL_MULTIPLE, TOKEN_PIXELS, VAE_SPATIAL_FACTOR, VAE_TEMPO
 from ..models import FlashVSRModels
 from ..models.dit import DiTBlock, resident_weights
 from ..stabilizer import stabilize
+from ..transfer import to_device
 from .offload import SLOTS, StreamedBlocks
 from .overlap import Decoding, InFlight, decoding_for
 from .schedule import CallPlan, calls_to_cover, plan_call
@@ -224,7 +225,7 @@ class StreamingEngine:
             tokens = self._lq_tokens(state, plan)
         h, w = state.latent_shape
         noise = state.noise(plan.latent_start, plan.latent_count, (self.models.dit.cfg.in_channels, h, w))
-        noise = noise.to(self.device)
+        noise = to_device(noise, self.device)  # drawn on the host: the same numbers on every device
         on_mask = None
         if state.tracer and state.tracer.on_mask:
             on_mask = lambda layer, mask: state.tracer.on_mask(plan.index, layer, mask)  # noqa: E731

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import DiTConfig
+from ..transfer import to_device
 
 ROPE_THETA = 10000.0
 INFERENCE_TIMESTEP = 1000.0
@@ -343,7 +344,7 @@ class WanDiT(nn.Module):
         if lq_tokens is not None:
             x = x + lq_tokens.to(x.dtype)
         positions = torch.arange(time_offset, time_offset + grid[0])
-        cos, sin = (t.to(x.device) for t in rope_cos_sin(positions, grid[1], grid[2], self.cfg.head_dim))
+        cos, sin = (to_device(t, x.device) for t in rope_cos_sin(positions, grid[1], grid[2], self.cfg.head_dim))
         if token_order is not None:
             x, cos, sin = x[:, token_order], cos[token_order], sin[token_order]
         return x, (cos, sin), grid
