@@ -275,14 +275,14 @@ def test_steady_pushes_never_make_the_host_wait_for_the_gpu(overlap):
     from flashvsr.pipeline import Upscaler, engine_config, plan_geometry
 
     up = Upscaler(tiny_models(decoders=("tiny",)), engine_config("tiny", "cuda", "float32", overlap_decode=overlap))
-    lr = [torch.from_numpy(np.random.default_rng(i).integers(0, 256, (32, 64, 3), dtype=np.uint8)) for i in range(45)]
+    lr = [torch.from_numpy(np.random.default_rng(i).integers(0, 256, (32, 64, 3), dtype=np.uint8)) for i in range(85)]
     geo = plan_geometry(32, 64)
     with torch.no_grad():
         stream = up.open_stream(geo)
-        up._push(stream, lr[:21], geo)  # the first calls allocate the caches and compile
+        up._push(stream, lr[:61], geo)  # calls 0–6: the caches fill and every kernel shape compiles
         torch.cuda.set_sync_debug_mode("error")
         try:
-            for i in range(21, 45, 8):
+            for i in range(61, 85, 8):
                 up._push(stream, lr[i : i + 8], geo)
         finally:
             torch.cuda.set_sync_debug_mode("default")
