@@ -24,7 +24,8 @@ elif [ "$PART" = sync ]; then
     python benchmarks/bench_variants.py "$OUT/bench.jsonl" compile compile+overlap_decode 2>&1 | show
     python benchmarks/bench_variants.py "$OUT/bench_1080p.jsonl" compile+overlap_decode --height 1080 --width 1920 2>&1 | show
 else
-    python -m pytest -q -p no:cacheprovider tests/test_engine.py -k "host or overlap" 2>&1 | grep -E "^E |passed|failed" | head -n 30
+    python -m pytest -q -p no:cacheprovider tests/test_engine.py -k "host or overlap or handed" 2>&1 | grep -E "^E |passed|failed" | head -n 30
+    ls .carry/fa4site | head -n 3; python -c "import flash_attn.cute" 2>&1 | tail -n 2
     [ -d /tmp/avsite/av ] || pip install -q --no-deps --no-index --target /tmp/avsite .carry_av/*.whl 2>&1 | tail -n 2
     export PYTHONPATH=/tmp/avsite:$PYTHONPATH
     python benchmarks/file_job_parts.py 2>&1 | tail -n 5 | tee "$OUT/file_job_parts.txt"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -174,7 +175,8 @@ class Upscaler:
         soon as they are final. Exactly one output frame per input frame, in order.
 
         On a GPU, a push's frames are copied to host memory without waiting and handed out after
-        the next push that runs a DiT call: the host never waits while the GPU has nothing queued."""
+        :data:`CALLS_AHEAD` later pushes that run a DiT call: the host never waits while the GPU has
+        little queued."""
         it = iter(frames)
         first = next(it, None)
         if first is None:
@@ -183,23 +185,20 @@ class Upscaler:
         geo = plan_geometry(first.shape[0], first.shape[1], scale, width, height, even)
         with running_on(self.first_stream):
             stream = self.open_stream(geo, noise)
-        pending, copying = [first], None  # LR frames not pushed yet; output frames on their way to the host
+        pending, copying = [first], HandOver()  # LR frames not pushed yet; output frames on their way to the host
         for frame in it:
             frame = _as_u8_tensor(frame)
             if frame.shape != first.shape:
                 raise ValueError(f"frame size changed from {tuple(first.shape)} to {tuple(frame.shape)}")
             pending.append(frame)
             if len(pending) >= batch:
-                copying, ready = _handed_over(copying, self._push(stream, pending, geo))
-                yield from ready
+                yield from copying.add(self._push(stream, pending, geo))
                 pending = []
         if pending:
-            copying, ready = _handed_over(copying, self._push(stream, pending, geo))
-            yield from ready
+            yield from copying.add(self._push(stream, pending, geo))
         with running_on(self.first_stream):
-            rest = HostFrames.copy_of(stream.finish())
-        yield from (copying.frames() if copying else [])
-        yield from rest.frames()
+            yield from copying.add(HostFrames.copy_of(stream.finish()))
+        yield from copying.rest()
 
     def tile_plan(self, geo: Geometry) -> TilePlan:
         """Untiled when the frame fits in free device memory, else tiles (raises
@@ -361,12 +360,28 @@ class HostFrames:
         return list(self.host.numpy())
 
 
-def _handed_over(copying: HostFrames | None, new: HostFrames | None) -> tuple[HostFrames | None, list[np.ndarray]]:
-    """After a push: (what is still copying, the frames to hand out now). A push that made frames also
-    queued the GPU's next work, so the previous push's frames can be waited for now."""
-    if new is None:
-        return copying, []
-    return new, copying.frames() if copying else []
+CALLS_AHEAD = 2  # DiT calls queued after a push's frames before the host waits for them
+
+
+class HandOver:
+    """Pushes' output frames on their way to the host, handed out in order once :data:`CALLS_AHEAD`
+    later pushes have made frames (each queued a DiT call). With one, the host waited for a call's
+    decoder when the GPU had little more queued, and the GPU idled while the host launched the next call."""
+
+    def __init__(self, calls_ahead: int = CALLS_AHEAD):
+        self.calls_ahead = calls_ahead
+        self.copying: deque[HostFrames] = deque()
+
+    def add(self, new: HostFrames | None) -> list[np.ndarray]:
+        """The frames to hand out now that a push returned ``new`` (None: it made no frames)."""
+        if new is None:
+            return []
+        self.copying.append(new)
+        return self.copying.popleft().frames() if len(self.copying) > self.calls_ahead else []
+
+    def rest(self) -> Iterator[np.ndarray]:
+        while self.copying:
+            yield from self.copying.popleft().frames()
 
 
 __all__ = ["Upscaler", "Geometry", "plan_geometry", "prepare_frames", "to_uint8", "engine_config", "model_engine_config", "PIXEL_MULTIPLE"]

@@ -286,3 +286,14 @@ def test_steady_pushes_never_make_the_host_wait_for_the_gpu(overlap):
                 up._push(stream, lr[i : i + 8], geo)
         finally:
             torch.cuda.set_sync_debug_mode("default")
+
+
+def test_output_frames_are_handed_out_in_order_two_dit_calls_later():
+    from flashvsr.pipeline import HandOver, HostFrames
+
+    pushes = [HostFrames(torch.full((2, 4, 4, 3), i, dtype=torch.uint8)) for i in range(4)]
+    hand_over = HandOver(calls_ahead=2)
+    assert hand_over.add(pushes[0]) == [] and hand_over.add(None) == [] and hand_over.add(pushes[1]) == []
+    assert [int(f[0, 0, 0]) for f in hand_over.add(pushes[2])] == [0, 0]  # once two later calls are queued
+    assert [int(f[0, 0, 0]) for f in hand_over.add(pushes[3])] == [1, 1]
+    assert [int(f[0, 0, 0]) for f in hand_over.rest()] == [2, 2, 3, 3]
