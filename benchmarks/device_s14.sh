@@ -11,7 +11,7 @@ PART=${PART:-idle}
 SITE=$PWD/.carry/fa4site
 export PYTHONPATH=$PWD:$SITE:$SITE/nvidia_cutlass_dsl/dsl_packages
 quiet() { grep -v -i warn | tail -n "${1:-14}"; }
-show() { grep -v Warn | grep -A4 "^=="; }
+show() { grep -v Warn | grep -A5 "^=="; }
 if [ "$PART" = idle ]; then
     for args in "--compile --overlap-decode" "--compile" "--compile --overlap-decode --height 1080 --width 1920"; do
         name=$(echo "$args" | tr -d ' -')
@@ -24,11 +24,10 @@ elif [ "$PART" = sync ]; then
     python benchmarks/bench_variants.py "$OUT/bench.jsonl" compile compile+overlap_decode 2>&1 | show
     python benchmarks/bench_variants.py "$OUT/bench_1080p.jsonl" compile+overlap_decode --height 1080 --width 1920 2>&1 | show
 else
-    python -m pytest -q -p no:cacheprovider tests/test_engine.py -k "host or overlap or handed" 2>&1 | grep -E "^E |passed|failed" | head -n 30
-    ls .carry/fa4site | head -n 3; python -c "import flash_attn.cute" 2>&1 | tail -n 2
-    [ -d /tmp/avsite/av ] || pip install -q --no-deps --no-index --target /tmp/avsite .carry_av/*.whl 2>&1 | tail -n 2
+    python -m pytest -q -p no:cacheprovider tests/test_engine.py -k "host or overlap or handed or graph" 2>&1 | grep -E "^E |passed|failed" | head -n 30
+    [ -d /tmp/avsite/av ] || pip install -q --no-deps --no-index --target /tmp/avsite .carry_av/*.whl 2>&1 | grep -v "root' user" | tail -n 2
     export PYTHONPATH=/tmp/avsite:$PYTHONPATH
-    python benchmarks/file_job_parts.py 2>&1 | tail -n 5 | tee "$OUT/file_job_parts.txt"
-    python benchmarks/bench_variants.py "$OUT/fileio.jsonl" compile+overlap_decode+file_io compile+file_io \
-        compile+overlap_decode ${EXTRA:-} 2>&1 | show
+    python benchmarks/file_job_waits.py --compile --overlap-decode 2>&1 | grep -v -i warn | tail -n 8 | tee "$OUT/file_job_waits.txt"
+    python benchmarks/bench_variants.py "$OUT/fileio.jsonl" ${VARIANTS:-compile+overlap_decode compile+overlap_decode+cuda_graphs \
+        compile+overlap_decode+cuda_graphs+file_io} 2>&1 | show
 fi

@@ -14,6 +14,9 @@ A graph bakes in the addresses of the stream's KV rings, so graphs belong to the
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Hashable
 
@@ -57,7 +60,7 @@ class CallGraphs:
     def _capture(self, transformer: Transformer, inputs: Inputs) -> CapturedCall:
         buffers = tuple(t.clone() for t in inputs)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
+        with capturing(graph, self.pool):
             output = transformer(*buffers)
         if self.pool is None:
             self.pool = graph.pool()
@@ -66,3 +69,26 @@ class CallGraphs:
     def clear(self) -> None:
         self.captured.clear()
         self.pool = None
+
+
+@functools.cache
+def _capture_stream(device: torch.device) -> torch.cuda.Stream:
+    return torch.cuda.Stream(device)  # one per device: each stream gets cuBLAS workspaces of its own
+
+
+@contextmanager
+def capturing(graph: torch.cuda.CUDAGraph, pool: tuple | None) -> Iterator[None]:
+    """Capture the block's kernels into ``graph`` on a side stream (never the legacy default stream),
+    ordered after the caller's work. Unlike ``torch.cuda.graph`` it neither waits for the GPU nor
+    empties the device and pinned-host caches, which cost a streamed pipeline more than the replays
+    saved; errors only for unsafe calls on this thread (decoding and encoding threads run beside it)."""
+    caller = torch.cuda.current_stream()
+    side = _capture_stream(caller.device)
+    side.wait_stream(caller)
+    with torch.cuda.stream(side):
+        graph.capture_begin(pool=pool, capture_error_mode="thread_local")
+        try:
+            yield
+        finally:
+            graph.capture_end()
+    caller.wait_stream(side)

@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Where the thread that feeds the GPU spends a whole file job (`flashvsr upscale`'s path): pushing
+frames (launching the GPU's work; its CPU time too), waiting for decoded input, waiting for output
+copies from the GPU, waiting for room in the encoder's queue. Times are per 8 frames of the second
+job (the first compiles).
+
+    python benchmarks/file_job_waits.py [--height 768 --width 1408 --frames 101] [--compile] [--overlap-decode]
+        [--cuda-graphs]
+
+Needs PyAV (the bench's input clip and the job's writer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import flashvsr.jobs as jobs  # noqa: E402
+from flashvsr import pipeline  # noqa: E402
+from flashvsr.bench import _write_input_clip, random_official_models, synthetic_lr_video  # noqa: E402
+from flashvsr.io.background import BackgroundWriter  # noqa: E402
+from flashvsr.pipeline import Upscaler, engine_config  # noqa: E402
+
+SPENT: dict[str, float] = defaultdict(float)
+
+
+def timed(name: str, fn, clock=time.perf_counter):
+    def wrapper(*args, **kwargs):
+        start = clock()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            SPENT[name] += clock() - start
+
+    return wrapper
+
+
+def timed_iteration(name: str, make):
+    """``make``'s iterator, with the time spent waiting for each item added to SPENT[name]."""
+
+    def wrapper(*args, **kwargs):
+        it = iter(make(*args, **kwargs))
+        while True:
+            start = time.perf_counter()
+            try:
+                item = next(it)
+            except StopIteration:
+                return
+            finally:
+                SPENT[name] += time.perf_counter() - start
+            yield item
+
+    return wrapper
+
+
+def instrument() -> None:
+    push = Upscaler._push
+    Upscaler._push = timed("push (wall)", timed("push (CPU)", push, time.thread_time))
+    pipeline.HostFrames.frames = timed("wait for output copies", pipeline.HostFrames.frames)
+    BackgroundWriter.write = timed("wait for the encoder's queue", BackgroundWriter.write)
+    jobs.read_ahead = timed_iteration("wait for decoded input", jobs.read_ahead)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--height", type=int, default=768)
+    ap.add_argument("--width", type=int, default=1408)
+    ap.add_argument("--frames", type=int, default=101)
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--overlap-decode", action="store_true")
+    ap.add_argument("--cuda-graphs", action="store_true")
+    ap.add_argument("--attention-backend", default="auto")
+    args = ap.parse_args()
+    models = random_official_models(30, "tiny", "cuda")
+    cfg = engine_config("tiny", "cuda", "bfloat16", local_range=11, sparse_ratio=2.0, compile=args.compile,
+                        overlap_decode=args.overlap_decode, cuda_graphs=args.cuda_graphs,
+                        attention_backend=args.attention_backend)  # fmt: skip
+    up = Upscaler(models, cfg)
+    instrument()
+    lr = synthetic_lr_video(args.frames, args.height // 4, args.width // 4)
+    with tempfile.TemporaryDirectory(prefix="flashvsr-waits-") as folder:
+        source, output = _write_input_clip(Path(folder), lr)
+        for job in range(2):
+            SPENT.clear()
+            torch.cuda.synchronize()
+            start, cpu = time.perf_counter(), time.thread_time()
+            up.upscale_file(source, output, width=args.width, height=args.height, overwrite=True)
+            wall, cpu = time.perf_counter() - start, time.thread_time() - cpu
+    per8 = 1e3 * 8 / args.frames
+    print(f"{args.width}×{args.height}, {args.frames} frames, compile {args.compile}, overlap {args.overlap_decode}, "
+          f"graphs {args.cuda_graphs}: {args.frames / wall:.1f} FPS; per 8 frames (ms):")  # fmt: skip
+    print(f"  whole job {wall * per8:7.1f}   the feeding thread computed {cpu * per8:7.1f}")
+    for name, seconds in SPENT.items():
+        print(f"  {name:<30s} {seconds * per8:7.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
