@@ -76,6 +76,7 @@ class BenchResult:
     runs_seconds: list[float] = field(default_factory=list)
     host_ms_per_8_frames: float = 0.0  # the host's time to queue the work, waits included: near the GPU's, host-bound
     host_cpu_ms_per_8_frames: float = 0.0  # of which the launching thread computed (the rest it waited: GIL, queues, GPU)
+    host_stage_ms_per_8_frames: dict[str, float] = field(default_factory=dict)  # the host's time in each stage
     tiling: str = ""
     attention: str = ""  # the block-sparse kernel "auto" resolved to
 
@@ -89,6 +90,7 @@ class BenchResult:
             f"  the host queued 8 frames in {self.host_ms_per_8_frames:.1f} ms, computing for {self.host_cpu_ms_per_8_frames:.1f} "
             f"(the whole pass: {8e3 / self.fps:.1f} ms)",
             "  ms per 8 frames: " + ", ".join(f"{k} {v:.1f}" for k, v in self.stage_ms_per_8_frames.items()),
+            "  the host's ms per 8 frames: " + ", ".join(f"{k} {v:.1f}" for k, v in self.host_stage_ms_per_8_frames.items()),
         ]
         return "\n".join(lines)
 
@@ -164,17 +166,19 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
     with tempfile.TemporaryDirectory(prefix="flashvsr-bench-") as folder:
         files = _write_input_clip(Path(folder), lr) if cfg.file_io else None
         sink = None if files else torch.empty(cfg.frames, geo.out_h, geo.out_w, 3, dtype=torch.uint8, pin_memory=cuda)
-        runs, host_seconds, stage_totals = _timed_passes(cfg, upscaler, lr, geo, files, sink)
+        runs, host_seconds, stage_totals, host_stage_totals = _timed_passes(cfg, upscaler, lr, geo, files, sink)
     middle = lambda values: sorted(values)[len(values) // 2]  # noqa: E731
     seconds = middle(runs)
     per8 = cfg.frames / FRAMES_PER_REPORT
     stages = {k: stage_totals[k] / per8 for k in STAGES if k in stage_totals}
+    host_stages = {k: host_stage_totals[k] / per8 for k in STAGES if k in host_stage_totals}
     return BenchResult(
         config=asdict(cfg),
         device_name=torch.cuda.get_device_name(device) if cuda else "cpu",
         fps=cfg.frames / seconds,
         seconds=seconds,
         stage_ms_per_8_frames=stages,
+        host_stage_ms_per_8_frames=host_stages,
         peak_memory_gb=torch.cuda.max_memory_allocated(device) / 1e9 if cuda else 0.0,
         runs_seconds=runs,
         host_ms_per_8_frames=1e3 * middle([wall for wall, _ in host_seconds]) / per8,
@@ -188,7 +192,7 @@ def _timed_passes(cfg: BenchConfig, upscaler: Upscaler, lr, geo, files, sink):
     """Warm-up then timed passes: each pass's seconds on the GPU, the host's (seconds until all its
     work was queued, seconds of it the thread computed), and each stage's mean milliseconds."""
     engine, cuda = upscaler.engine, upscaler.device.type == "cuda"
-    runs, host_runs, stage_totals = [], [], {}
+    runs, host_runs, stage_totals, host_stage_totals = [], [], {}, {}
     for rep in range(cfg.warmup + cfg.repeats):
         clock = CudaClock() if cuda else WallClock()
         engine.clock = clock
@@ -208,7 +212,9 @@ def _timed_passes(cfg: BenchConfig, upscaler: Upscaler, lr, geo, files, sink):
             host_runs.append((queued, computed))
             for k, v in totals.items():
                 stage_totals[k] = stage_totals.get(k, 0.0) + v / cfg.repeats
-    return runs, host_runs, stage_totals
+            for k, v in getattr(clock, "host_totals_ms", dict)().items():
+                host_stage_totals[k] = host_stage_totals.get(k, 0.0) + v / cfg.repeats
+    return runs, host_runs, stage_totals, host_stage_totals
 
 
 def _write_input_clip(folder: Path, lr: torch.Tensor) -> tuple[Path, Path]:

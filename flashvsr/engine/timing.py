@@ -22,18 +22,24 @@ class NullClock:
 
 
 class CudaClock:
-    """Times sections with CUDA events: no host synchronisation until :meth:`totals_ms`."""
+    """Times sections with CUDA events: no host synchronisation until :meth:`totals_ms`. Also the
+    host's own time in each section (:meth:`host_totals_ms`): launching the section's work."""
 
     def __init__(self) -> None:
         self.events: dict[str, list[tuple[torch.cuda.Event, torch.cuda.Event]]] = defaultdict(list)
+        self.host = WallClock()
 
     @contextmanager
     def section(self, name: str) -> Iterator[None]:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        yield
-        end.record()
+        with self.host.section(name):
+            start.record()
+            yield
+            end.record()
         self.events[name].append((start, end))
+
+    def host_totals_ms(self) -> dict[str, float]:
+        return self.host.totals_ms()
 
     def totals_ms(self) -> dict[str, float]:
         torch.cuda.synchronize()
