@@ -17,6 +17,10 @@ if [ "$PART" = idle ]; then
         name=$(echo "$args" | tr -d ' -')
         timeout 200 python benchmarks/gpu_idle.py $args --out "$OUT/idle_$name.txt" 2>&1 | quiet 22
     done
+elif [ "$PART" = graphs ]; then
+    python benchmarks/option_exact.py cuda_graphs --compile 2>&1 | grep -v -i warn | tail -n 4 | tee "$OUT/graphs_exact.txt"
+    python benchmarks/bench_variants.py "$OUT/bench.jsonl" compile+overlap_decode compile+overlap_decode+cuda_graphs 2>&1 | show
+    python benchmarks/bench_variants.py "$OUT/bench_1080p.jsonl" compile+overlap_decode+cuda_graphs --height 1080 --width 1920 2>&1 | show
 elif [ "$PART" = sync ]; then
     python -m pytest -q -p no:cacheprovider tests/test_transfer.py tests/test_engine.py -k "transfer or host or overlap" \
         2>&1 | tail -n 6 | tee "$OUT/pytest_sync.txt"
