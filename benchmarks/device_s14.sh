@@ -28,10 +28,11 @@ elif [ "$PART" = sync ]; then
     python benchmarks/bench_variants.py "$OUT/bench.jsonl" compile compile+overlap_decode 2>&1 | show
     python benchmarks/bench_variants.py "$OUT/bench_1080p.jsonl" compile+overlap_decode --height 1080 --width 1920 2>&1 | show
 else
-    python -m pytest -q -p no:cacheprovider tests/test_engine.py -k "host or overlap or handed or graph" 2>&1 | grep -E "^E |passed|failed" | head -n 30
+    [ -n "${TESTS:-1}" ] && python -m pytest -q -p no:cacheprovider tests/test_engine.py -k "host or overlap or handed or graph" 2>&1 | grep -E "^E |passed|failed" | head -n 30
     [ -d /tmp/avsite/av ] || pip install -q --no-deps --no-index --target /tmp/avsite .carry_av/*.whl 2>&1 | grep -v "root' user" | tail -n 2
     export PYTHONPATH=/tmp/avsite:$PYTHONPATH
-    python benchmarks/file_job_waits.py --compile --overlap-decode 2>&1 | grep -v -i warn | tail -n 8 | tee "$OUT/file_job_waits.txt"
+    python benchmarks/file_job_waits.py --compile --overlap-decode --frames "${FRAMES:-101}" 2>&1 | grep -v -i warn | tail -n 8 \
+        | tee "$OUT/file_job_waits.txt"
     python benchmarks/bench_variants.py "$OUT/fileio.jsonl" ${VARIANTS:-compile+overlap_decode compile+overlap_decode+cuda_graphs \
-        compile+overlap_decode+cuda_graphs+file_io} 2>&1 | show
+        compile+overlap_decode+cuda_graphs+file_io} --frames "${FRAMES:-101}" 2>&1 | show
 fi
