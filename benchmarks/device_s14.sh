@@ -7,7 +7,7 @@
 set -u
 export PYTHONUNBUFFERED=1
 PART=${PART:-idle}
-[ "$PART" = fileio ] || PART=install bash benchmarks/device_flash4.sh
+[ "$PART" = fileio ] || [ "$PART" = waits ] || PART=install bash benchmarks/device_flash4.sh
 SITE=$PWD/.carry/fa4site
 export PYTHONPATH=$PWD:$SITE:$SITE/nvidia_cutlass_dsl/dsl_packages
 quiet() { grep -v -i warn | tail -n "${1:-14}"; }
@@ -17,6 +17,12 @@ if [ "$PART" = idle ]; then
         name=$(echo "$args" | tr -d ' -')
         timeout 200 python benchmarks/gpu_idle.py $args --out "$OUT/idle_$name.txt" 2>&1 | quiet 22
     done
+elif [ "$PART" = waits ]; then  # carry .carry_av: a file job's feeding thread, per encoder variant
+    [ -d /tmp/avsite/av ] || pip install -q --no-deps --no-index --target /tmp/avsite .carry_av/*.whl 2>&1 | grep -v "root' user" | tail -n 2
+    export PYTHONPATH=/tmp/avsite:$PYTHONPATH
+    python -m pytest -q -p no:cacheprovider tests/test_io_background.py 2>&1 | tail -n 1
+    python benchmarks/file_job_waits.py ${WAITS:-default niceness=0 threads=4 no_encoder} --compile --overlap-decode \
+        --frames "${FRAMES:-301}" 2>&1 | grep -v -i warn | tail -n 12 | tee "$OUT/file_job_waits.txt"
 elif [ "$PART" = graphs ]; then
     python benchmarks/option_exact.py cuda_graphs --compile 2>&1 | grep -v -i warn | tail -n 4 | tee "$OUT/graphs_exact.txt"
     python benchmarks/bench_variants.py "$OUT/bench.jsonl" compile+overlap_decode compile+overlap_decode+cuda_graphs 2>&1 | show

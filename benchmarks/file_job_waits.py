@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Where the thread that feeds the GPU spends a whole file job (`flashvsr upscale`'s path): pushing
 frames (launching the GPU's work; its CPU time too), waiting for decoded input, waiting for output
-copies from the GPU, waiting for room in the encoder's queue. Times are per 8 frames of the second
-job (the first compiles).
+copies from the GPU, waiting for room in the encoder's queue. Times are per 8 frames of one job
+after a first one that compiles, for each variant of the encoder:
 
-    python benchmarks/file_job_waits.py [--height 768 --width 1408 --frames 101] [--compile] [--overlap-decode]
-        [--cuda-graphs]
+    python benchmarks/file_job_waits.py [VARIANT ...] [--height 768 --width 1408 --frames 101] [--compile]
+        [--overlap-decode] [--cuda-graphs]
+
+VARIANT: ``default`` (the product's settings), ``niceness=N`` (the encoder's threads N lower than the
+feeder's; the product uses ENCODER_NICENESS), ``threads=N`` (x264 threads), ``no_encoder`` (frames discarded).
 
 Needs PyAV (the bench's input clip and the job's writer).
 """
@@ -13,6 +16,8 @@ Needs PyAV (the bench's input clip and the job's writer).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import sys
 import tempfile
 import time
@@ -68,8 +73,48 @@ def instrument() -> None:
     jobs.read_ahead = timed_iteration("wait for decoded input", jobs.read_ahead)
 
 
+class NoEncoder:
+    """Discards the frames (an empty file stands for the output)."""
+
+    def __init__(self, path: Path):
+        path.touch()
+
+    def write(self, frame) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+def report(variant: str, frames: int, wall: float, cpu: float) -> None:
+    per8 = 1e3 * 8 / frames
+    print(f"{variant}: {frames / wall:.1f} FPS; whole job {wall * per8:.1f}, the feeding thread computed {cpu * per8:.1f}")
+    print("  " + ", ".join(f"{name} {seconds * per8:.1f}" for name, seconds in SPENT.items()))
+
+
+ORIGINAL = {"BackgroundWriter": jobs.BackgroundWriter, "_video_spec": jobs._video_spec, "_writer": jobs._writer}
+
+
+def apply_variant(variant: str) -> None:
+    for name, value in ORIGINAL.items():
+        setattr(jobs, name, value)
+    name, _, value = variant.partition("=")
+    if name == "niceness":
+        jobs.BackgroundWriter = functools.partial(ORIGINAL["BackgroundWriter"], niceness=int(value))
+    elif name == "threads":
+        jobs._video_spec = lambda job: dataclasses.replace(ORIGINAL["_video_spec"](job), encoder_thread_count=int(value))
+    elif name == "no_encoder":
+        jobs._writer = lambda job, reader, partial: NoEncoder(partial)
+    elif name != "default":
+        raise SystemExit(f"unknown variant {variant!r}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("variants", nargs="*", default=["default"])
     ap.add_argument("--height", type=int, default=768)
     ap.add_argument("--width", type=int, default=1408)
     ap.add_argument("--frames", type=int, default=101)
@@ -87,18 +132,17 @@ def main() -> int:
     lr = synthetic_lr_video(args.frames, args.height // 4, args.width // 4)
     with tempfile.TemporaryDirectory(prefix="flashvsr-waits-") as folder:
         source, output = _write_input_clip(Path(folder), lr)
-        for job in range(2):
+        up.upscale_file(source, output, width=args.width, height=args.height, overwrite=True)  # compiles
+        print(f"{args.width}×{args.height}, {args.frames} frames, compile {args.compile}, overlap {args.overlap_decode}, "
+              f"graphs {args.cuda_graphs}; per 8 frames (ms):")  # fmt: skip
+        for variant in args.variants:
+            apply_variant(variant)
             SPENT.clear()
             torch.cuda.synchronize()
             start, cpu = time.perf_counter(), time.thread_time()
             up.upscale_file(source, output, width=args.width, height=args.height, overwrite=True)
             wall, cpu = time.perf_counter() - start, time.thread_time() - cpu
-    per8 = 1e3 * 8 / args.frames
-    print(f"{args.width}×{args.height}, {args.frames} frames, compile {args.compile}, overlap {args.overlap_decode}, "
-          f"graphs {args.cuda_graphs}: {args.frames / wall:.1f} FPS; per 8 frames (ms):")  # fmt: skip
-    print(f"  whole job {wall * per8:7.1f}   the feeding thread computed {cpu * per8:7.1f}")
-    for name, seconds in SPENT.items():
-        print(f"  {name:<30s} {seconds * per8:7.1f}")
+            report(variant, args.frames, wall, cpu)
     return 0
 
 

@@ -343,7 +343,7 @@ def run_job(
     output = AtomicOutput(job.output, job.settings.overwrite, folder=job.output_kind == IMAGE_SEQUENCE)
     with (
         output as partial,
-        _opened(BackgroundWriter(_writer(job, reader, partial))) as writer,
+        _opened(BackgroundWriter(lambda: _writer(job, reader, partial))) as writer,  # opened on the encoder's thread
         contextlib.closing(read_ahead(reader.frames())) as frames,  # decoded on a thread of its own
     ):
         for frame in upscale_timed(upscaler, frames, job.geometry, cancel, label=str(job.input.path)):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 
@@ -44,7 +46,7 @@ def frames(n: int):
 
 def test_every_frame_is_encoded_in_order_on_the_encoder_thread():
     inner = Recorder(delay=0.002)
-    writer = BackgroundWriter(inner, capacity=4)
+    writer = BackgroundWriter(lambda: inner, capacity=4)
     for f in frames(30):
         writer.write(f)
     writer.close()
@@ -55,7 +57,7 @@ def test_every_frame_is_encoded_in_order_on_the_encoder_thread():
 def test_the_queue_is_bounded_so_a_slow_encoder_holds_the_caller_back():
     inner = Recorder()
     inner.release.clear()  # the encoder takes one frame and stops
-    writer = BackgroundWriter(inner, capacity=3)
+    writer = BackgroundWriter(lambda: inner, capacity=3)
     handed = []
     feeder = threading.Thread(target=lambda: [writer.write(f) or handed.append(f.pts) for f in frames(10)])
     feeder.start()
@@ -69,7 +71,7 @@ def test_the_queue_is_bounded_so_a_slow_encoder_holds_the_caller_back():
 
 def test_an_encoder_error_reaches_the_caller_and_the_file_is_released():
     inner = Recorder(fail_at=5)
-    writer = BackgroundWriter(inner, capacity=2)
+    writer = BackgroundWriter(lambda: inner, capacity=2)
     with pytest.raises(OSError, match="No space left"):
         try:
             for f in frames(50):
@@ -84,7 +86,7 @@ def test_an_encoder_error_reaches_the_caller_and_the_file_is_released():
 
 def test_an_error_in_the_last_frames_is_raised_by_close():
     inner = Recorder(fail_at=9)
-    writer = BackgroundWriter(inner, capacity=16)
+    writer = BackgroundWriter(lambda: inner, capacity=16)
     for f in frames(10):
         writer.write(f)
     with pytest.raises(OSError):
@@ -95,7 +97,7 @@ def test_an_error_in_the_last_frames_is_raised_by_close():
 def test_abort_drops_queued_frames_and_stops_the_encoder():
     inner = Recorder()
     inner.release.clear()
-    writer = BackgroundWriter(inner, capacity=8)
+    writer = BackgroundWriter(lambda: inner, capacity=8)
     for f in frames(6):
         writer.write(f)
     inner.release.set()
@@ -163,3 +165,29 @@ def test_closing_read_ahead_early_stops_the_thread_and_closes_the_source():
     it.close()
     assert closed.is_set()
     assert threading.active_count() == before
+
+
+def test_the_writer_is_opened_on_the_encoder_thread_at_a_lower_priority():
+    seen = {}
+
+    def open_writer():
+        seen["thread"] = threading.current_thread().name
+        if sys.platform.startswith("linux"):
+            seen["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        return Recorder()
+
+    before = os.getpriority(os.PRIO_PROCESS, 0) if sys.platform.startswith("linux") else None
+    writer = BackgroundWriter(open_writer, niceness=5)
+    writer.close()
+    assert seen["thread"] == "flashvsr-encoder"
+    if before is not None:
+        assert seen["nice"] == min(before + 5, 19)  # the feeding thread keeps its own
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
+
+
+def test_an_error_opening_the_writer_is_raised_by_the_constructor():
+    def open_writer():
+        raise OSError(13, "Permission denied")
+
+    with pytest.raises(OSError, match="Permission denied"):
+        BackgroundWriter(open_writer)

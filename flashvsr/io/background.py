@@ -8,13 +8,16 @@ queue's bound keeps memory constant: when the encoder is the slowest part, the u
 
 from __future__ import annotations
 
+import os
 import queue
+import sys
 import threading
-from typing import Iterable, Iterator, Protocol, TypeVar
+from typing import Callable, Iterable, Iterator, Protocol, TypeVar
 
 from .media import TimedFrame
 
 QUEUE_FRAMES = 16  # frames waiting for the encoder (two DiT calls' worth)
+ENCODER_NICENESS = 10  # the encoder yields the CPU to the GPU's feeder: a starved feeder leaves the GPU idle
 READ_AHEAD_FRAMES = 16  # decoded input frames waiting for the upscaler
 POLL_SECONDS = 0.1  # how often a blocked hand-over looks whether the encoder has failed
 _END = object()  # the queue's last item: no more frames
@@ -30,17 +33,40 @@ class FrameWriter(Protocol):
 
 
 class BackgroundWriter:
-    """The same write / close / abort as the writer it wraps; ``write`` returns once the frame
-    is queued. An encoder error is raised again, unchanged, by the next ``write`` or by
-    ``close``."""
+    """The same write / close / abort as the writer it opens; ``write`` returns once the frame is
+    queued. The writer is opened on the encoder's thread, after lowering that thread's priority by
+    ``niceness`` (Linux), so that the encoder's own threads (x264 starts them when it opens) inherit
+    it: they take the CPU only when the thread that feeds the GPU does not need it. An error opening
+    the writer is raised by the constructor; an encoder error, unchanged, by the next ``write`` or
+    by ``close``."""
 
-    def __init__(self, writer: FrameWriter, capacity: int = QUEUE_FRAMES):
-        self.writer = writer
+    def __init__(
+        self, open_writer: Callable[[], FrameWriter], capacity: int = QUEUE_FRAMES, niceness: int = ENCODER_NICENESS
+    ):
+        self.writer: FrameWriter | None = None
         self.frames: queue.Queue = queue.Queue(maxsize=capacity)
         self.failure: BaseException | None = None
         self.stop = threading.Event()  # abort: drop what is queued
-        self.thread = threading.Thread(target=self._encode, name="flashvsr-encoder", daemon=True)
+        opened = threading.Event()
+        self.thread = threading.Thread(
+            target=self._run, args=(open_writer, niceness, opened), name="flashvsr-encoder", daemon=True
+        )
         self.thread.start()
+        opened.wait()
+        if self.writer is None:
+            self.thread.join()
+            self._raise_failure()
+
+    def _run(self, open_writer: Callable[[], FrameWriter], niceness: int, opened: threading.Event) -> None:
+        lower_thread_priority(niceness)
+        try:
+            self.writer = open_writer()
+        except BaseException as e:  # raised by the constructor, in the caller's thread
+            self.failure = e
+            return
+        finally:
+            opened.set()
+        self._encode()
 
     def write(self, frame: TimedFrame) -> None:
         self._put(frame)
@@ -140,3 +166,15 @@ def _offer(ready: queue.Queue, entry, stop: threading.Event) -> bool:
         except queue.Full:
             continue
     return False
+
+
+def lower_thread_priority(niceness: int) -> None:
+    """Raise the calling thread's nice value by ``niceness`` (Linux, where it is per thread and
+    inherited by the threads it starts); elsewhere, or where refused, leave it."""
+    if niceness <= 0 or not sys.platform.startswith("linux"):
+        return
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + niceness)
+    except OSError:
+        pass  # a lower priority is a preference, never a reason to fail the job
