@@ -8,7 +8,7 @@ after a first one that compiles, for each variant of the encoder:
         [--overlap-decode] [--cuda-graphs]
 
 VARIANT: ``default`` (the product's settings), ``niceness=N`` (the encoder's threads N lower than the
-feeder's; the product uses ENCODER_NICENESS), ``threads=N`` (x264 threads), ``no_encoder`` (frames discarded).
+feeder's; the product uses ENCODER_NICENESS), ``threads=N`` (x264 threads), ``preset=NAME`` (x264's), ``no_encoder`` (frames discarded).
 
 Needs PyAV (the bench's input clip and the job's writer).
 """
@@ -104,6 +104,8 @@ def apply_variant(variant: str) -> None:
     name, _, value = variant.partition("=")
     if name == "niceness":
         jobs.BackgroundWriter = functools.partial(ORIGINAL["BackgroundWriter"], niceness=int(value))
+    elif name == "preset":
+        jobs._video_spec = lambda job: dataclasses.replace(ORIGINAL["_video_spec"](job), preset=value)
     elif name == "threads":
         jobs._video_spec = lambda job: dataclasses.replace(ORIGINAL["_video_spec"](job), encoder_thread_count=int(value))
     elif name == "no_encoder":
