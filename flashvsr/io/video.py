@@ -69,7 +69,10 @@ VIDEO_CODECS = {
 }  # fmt: skip
 DEFAULT_CODEC = "h264"
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
-DEFAULT_PRESET = "medium"
+# x264's "medium" needed about 9 of the H100 host's 16 cores to keep pace with the GPU and took them from the thread
+# feeding it (file jobs 19.8 FPS); "faster": 0.57–0.66× its CPU time for the same size and 0.3–0.4 dB PSNR-Y at
+# CRF 18 (41 dB), 33.8 FPS (benchmarks/encoder_presets.py, file_job_waits.py; BENCHMARKS.md)
+DEFAULT_PRESET = "faster"
 MAX_CRF = 51
 
 # Output containers by extension (FFmpeg muxer names).
