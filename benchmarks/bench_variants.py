@@ -13,6 +13,7 @@ Works without PyAV (the CLI's video commands need it; timing does not).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -46,6 +47,14 @@ def config_for(variant: str, args) -> BenchConfig:
                        device=args.device, layers=args.layers, **settings)  # fmt: skip
 
 
+def release_models() -> None:
+    """Free the last variant's models before the next one: compiled code holds on to them, which made every
+    variant after the first report their memory too."""
+    torch._dynamo.reset()
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
 def main() -> int:
     os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", ALLOCATOR_SETTINGS)  # as the CLI does
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -64,7 +73,7 @@ def main() -> int:
             print(f"== {variant}\n{result.table()}", flush=True)
             sink.write(json.dumps({"variant": variant, **json.loads(result.to_json())}) + "\n")
             sink.flush()
-            torch.cuda.empty_cache()
+            release_models()
     return 0
 
 

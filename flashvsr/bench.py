@@ -73,6 +73,7 @@ class BenchResult:
     seconds: float
     stage_ms_per_8_frames: dict[str, float] = field(default_factory=dict)
     peak_memory_gb: float = 0.0
+    peak_reserved_gb: float = 0.0  # what the caching allocator held from the driver at most (what runs out first)
     runs_seconds: list[float] = field(default_factory=list)
     host_ms_per_8_frames: float = 0.0  # the host's time to queue the work, waits included: near the GPU's, host-bound
     host_cpu_ms_per_8_frames: float = 0.0  # of which the launching thread computed (the rest it waited: GIL, queues, GPU)
@@ -86,7 +87,7 @@ class BenchResult:
             f"{self.device_name}: {c['frames']} frames at {c['width']}×{c['height']} ({c['variant']}, {c['dtype']}, "
             f"attention {self.attention}{', file jobs: decode + upscale + encode' if c['file_io'] else ''})",
             f"  {self.fps:.2f} FPS  ({self.seconds:.3f} s, runs {', '.join(f'{s:.3f}' for s in self.runs_seconds)})",
-            f"  peak device memory {self.peak_memory_gb:.2f} GB; {self.tiling}",
+            f"  peak device memory {self.peak_memory_gb:.2f} GB (reserved {self.peak_reserved_gb:.2f}); {self.tiling}",
             f"  the host queued 8 frames in {self.host_ms_per_8_frames:.1f} ms, computing for {self.host_cpu_ms_per_8_frames:.1f} "
             f"(the whole pass: {8e3 / self.fps:.1f} ms)",
             "  ms per 8 frames: " + ", ".join(f"{k} {v:.1f}" for k, v in self.stage_ms_per_8_frames.items()),
@@ -180,6 +181,7 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
         stage_ms_per_8_frames=stages,
         host_stage_ms_per_8_frames=host_stages,
         peak_memory_gb=torch.cuda.max_memory_allocated(device) / 1e9 if cuda else 0.0,
+        peak_reserved_gb=torch.cuda.max_memory_reserved(device) / 1e9 if cuda else 0.0,
         runs_seconds=runs,
         host_ms_per_8_frames=1e3 * middle([wall for wall, _ in host_seconds]) / per8,
         host_cpu_ms_per_8_frames=1e3 * middle([cpu for _, cpu in host_seconds]) / per8,

@@ -254,3 +254,21 @@ def test_trailing_slash_makes_a_dotted_name_a_folder(tmp_path):
     settings = OutputSettings()
     as_folder = plan_jobs([clip], str(tmp_path / "frames.v2") + "/", SizeRequest(scale=2), settings)
     assert as_folder[0].output.name == "frames.v2" and as_folder[0].output_kind == IMAGE_SEQUENCE
+
+
+def test_an_output_that_cannot_be_opened_fails_the_job_before_any_frame(tmp_path, upscaler, monkeypatch):
+    """The writer opens on the encoder's thread; its error still reaches the caller, unchanged."""
+    import flashvsr.jobs as jobs
+    from flashvsr.io import MediaError
+
+    source = write_video(tmp_path / "in.mp4", 12, 32, 32)
+    frames_seen = []
+
+    def refuse(job, reader, partial):
+        raise MediaError(f"{partial}: cannot start writing (Permission denied)")
+
+    monkeypatch.setattr(jobs, "_writer", refuse)
+    with pytest.raises(MediaError, match="cannot start writing"):
+        upscaler.upscale_file(source, tmp_path / "out.mp4", progress=lambda done, total: frames_seen.append(done))
+    assert frames_seen == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]

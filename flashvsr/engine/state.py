@@ -15,9 +15,9 @@ from ..models.lq_proj import LQProjCache
 from ..models.tc_decoder import TCDecoderMemory
 from ..models.wan_vae import CausalCache
 from ..stabilizer import StabilizerMemory
+from ..transfer import to_pinned_host
 from .graphs import CallGraphs
 from .overlap import InFlight
-from ..transfer import to_pinned_host
 
 
 class NoiseSource(Protocol):
