@@ -7,7 +7,7 @@
 # PART=a: install, the one-layer kernel comparison, then the bench (VARIANTS). PART=c: GPU parity with
 # the flash4 backend (carry .carry/parity). Any other PART: install only.
 set -u
-SITE=$PWD/.carry/fa4site
+SITE=${FA4_SITE:-$PWD/.carry/fa4site}  # FA4_SITE=/tmp/fa4site survives calls that carry other paths
 if [ ! -f "$SITE/.installed" ]; then
     # one pip call for all wheels (several share the nvidia_cutlass_dsl/ folder), then the unpacked
     # CUDA 13 libraries over them (their generated dialect files must win over the base wheel's)
