@@ -44,6 +44,7 @@ class BenchConfig:
     local_range: int = 11
     kv_ratio: float = 3.0
     kv_cache: str = "model"
+    linears: str = "model"  # "fp8": the DiT's linears on FP8 tensor cores (lossy)
     layers: int = 30
     warmup: int = 1
     repeats: int = 2
@@ -156,7 +157,7 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
                       decoder_channels_last=cfg.decoder_channels_last, tile=cfg.tile, tile_overlap=cfg.tile_overlap,
                       offload_tiles=cfg.offload_tiles, memory_limit_gb=cfg.memory_limit_gb,
                       decoder_frame_chunk=cfg.decoder_frame_chunk, offload_weights=cfg.offload_weights,
-                      stabilizer=STABILIZER_ON if cfg.stabilize else STABILIZER_OFF, **settings),
+                      stabilizer=STABILIZER_ON if cfg.stabilize else STABILIZER_OFF, linears=cfg.linears, **settings),
     )
     engine = upscaler.engine
     lr_h, lr_w = cfg.height // cfg.scale, cfg.width // cfg.scale

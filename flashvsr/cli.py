@@ -16,8 +16,8 @@ from pathlib import Path
 
 from . import __version__
 from .config import (  # plain dataclasses: no torch
-    DEFAULT_DECODER_FRAME_CHUNK, DEFAULT_TILE_OVERLAP, OFFLOAD_WEIGHTS_MODES, PIXEL_MULTIPLE, STABILIZE_MODES, TILE_AUTO,
-    TILE_OFF,
+    DEFAULT_DECODER_FRAME_CHUNK, DEFAULT_TILE_OVERLAP, LINEAR_FORMATS, OFFLOAD_WEIGHTS_MODES, PIXEL_MULTIPLE,
+    STABILIZE_MODES, TILE_AUTO, TILE_OFF,
 )  # fmt: skip
 
 EXIT_FAILED = 1
@@ -77,6 +77,7 @@ def _bench(args: argparse.Namespace) -> int:
         local_range=args.local_range,
         kv_ratio=args.kv_ratio,
         kv_cache=args.kv_cache,
+        linears=args.linears,
         layers=args.layers,
         warmup=args.warmup,
         repeats=args.repeats,
@@ -147,6 +148,7 @@ def _load_upscaler(args: argparse.Namespace):
         local_range=args.local_range,
         kv_ratio=args.kv_ratio,
         kv_cache=args.kv_cache,
+        linears=args.linears,
         color_fix=args.color_fix,
         stabilize=args.stabilize,
         seed=args.seed,
@@ -431,6 +433,9 @@ def _add_upscale_parser(sub) -> None:
                         help="local attention window in 128-pixel blocks: 11 (default, more stable) or 9 (sharper)")  # fmt: skip
     tuning.add_argument("--kv-cache", choices=["model", "fp8"], default="model",
                         help="attention cache format: model (default, exact) or fp8 (half the cache memory; lossy)")  # fmt: skip
+    tuning.add_argument("--linears", choices=LINEAR_FORMATS, default="model",
+                        help="the DiT's linear layers: model (default, exact) or fp8 (FP8 tensor cores of Ada/Hopper GPUs: "
+                             "faster, half their weights' memory; lossy)")  # fmt: skip
     tuning.add_argument("--kv-ratio", type=positive_float, default=3.0,
                         help="time slices kept in the attention cache: 3 (default); fewer uses less memory")  # fmt: skip
     tuning.add_argument("--color-fix", choices=["adain", "wavelet", "none"], default="adain",
@@ -507,7 +512,8 @@ def _eval(args: argparse.Namespace) -> int:
     if not clips:
         raise ValueError("no videos, photos or image sequences found in the given paths")
     cfg = EvalConfig(scale=args.scale, degradation=args.degradation, seed=args.seed, max_frames=args.max_frames,
-                     device=args.device or "cpu", dtype=args.dtype or "float32", crop=args.crop, stabilize=args.stabilize)  # fmt: skip
+                     device=args.device or "cpu", dtype=args.dtype or "float32", crop=args.crop, stabilize=args.stabilize,
+                     linears=args.linears)  # fmt: skip
     if not methods:
         methods = list(BASELINES)
     report = evaluate(clips, methods, cfg, Path(args.output))
@@ -534,6 +540,7 @@ def _add_eval_parser(sub) -> None:
     p.add_argument("--crop", type=crop_size, metavar="WxH", help="measure on a centred WxH crop of each clip (faster)")
     p.add_argument("--stabilize", choices=STABILIZE_MODES, default="auto",
                    help="the models' stabilizer (default auto: as each model folder recommends)")  # fmt: skip
+    p.add_argument("--linears", choices=LINEAR_FORMATS, default="model", help="the models' DiT linears (fp8: lossy)")
     p.add_argument("-o", "--output", default="eval", help="folder for results.md, results.csv and crops/")
     p.set_defaults(func=_eval)
 
@@ -569,6 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--local-range", type=int, default=11, help="LCSA local window in windows (default 11)")
     bench.add_argument("--kv-ratio", type=float, default=3.0, help="cached time slices (default 3)")
     bench.add_argument("--kv-cache", choices=["model", "fp8"], default="model", help="attention cache format (fp8: lossy)")
+    bench.add_argument("--linears", choices=LINEAR_FORMATS, default="model", help="the DiT's linears (fp8: lossy)")
     bench.add_argument("--layers", type=int, default=30, help="DiT blocks (default 30, the official size)")
     bench.add_argument("--warmup", type=int, default=1, help="untimed passes first (compilation)")
     bench.add_argument("--repeats", type=int, default=2, help="timed passes; the median is reported")

@@ -266,6 +266,7 @@ class TilingConfig:
 
 
 OFFLOAD_WEIGHTS_MODES = ("auto", "on", "off")  # "auto": only when a frame would not fit otherwise
+LINEAR_FORMATS = ("model", "fp8")  # the DiT blocks' linears: the model dtype (exact) or e4m3 (lossy, opt-in)
 
 
 @dataclass(frozen=True)
@@ -289,12 +290,17 @@ class EngineConfig:
     # call later; device memory holds the decoder's and the DiT's activations at once)
     overlap_decode: bool = False
     offload_weights: str = "auto"  # DiT block weights in host memory, streamed per block (exact; copies overlap work)
+    linears: str = "model"  # "fp8": the DiT blocks' linears on FP8 tensor cores (changes outputs; opt-in)
     tiling: TilingConfig = field(default_factory=TilingConfig)
     stabilizer: StabilizerConfig = STABILIZER_OFF  # steadies still regions of the output (changes outputs; opt-in)
 
     def __post_init__(self):
         if self.offload_weights not in OFFLOAD_WEIGHTS_MODES:
             raise ValueError(f"offload_weights must be one of {OFFLOAD_WEIGHTS_MODES}, got {self.offload_weights!r}")
+        if self.linears not in LINEAR_FORMATS:
+            raise ValueError(f"linears must be one of {LINEAR_FORMATS}, got {self.linears!r}")
+        if self.linears == "fp8" and self.offload_weights == "on":
+            raise ValueError("FP8 linears and streamed DiT weights do not go together (FP8 already halves those weights)")
 
 
 def _build(cls: type, d: dict[str, Any]) -> Any:

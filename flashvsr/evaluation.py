@@ -53,6 +53,7 @@ class EvalConfig:
     dtype: str = "float32"
     color_fix: str = "adain"
     stabilize: str = "auto"  # the models' stabilizer: as each folder recommends, "on" or "off"
+    linears: str = "model"  # "fp8": measure what the lossy FP8 linears cost
     crop: tuple[int, int] | None = None  # (height, width) of a centred ground-truth crop; None: whole frames
 
 
@@ -237,7 +238,7 @@ class ModelMethod:
         self.name = folder.name
         self.device = cfg.device
         self.upscaler = Upscaler.load(folder, device=cfg.device, dtype=cfg.dtype, color_fix=cfg.color_fix, seed=cfg.seed,
-                                       stabilize=cfg.stabilize)
+                                       stabilize=cfg.stabilize, linears=cfg.linears)
 
     def __call__(self, lr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return np.stack(list(self.upscaler.stream(list(lr), width=size[1], height=size[0], batch=8)))

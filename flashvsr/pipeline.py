@@ -290,6 +290,7 @@ def engine_config(
     decoder_frame_chunk: int = DEFAULT_DECODER_FRAME_CHUNK,
     offload_weights: str = "auto",
     stabilizer: StabilizerConfig = STABILIZER_OFF,
+    linears: str = "model",
     **attention,
 ) -> EngineConfig:
     return EngineConfig(
@@ -298,6 +299,7 @@ def engine_config(
         overlap_decode=overlap_decode,
         decoder_channels_last=decoder_channels_last,
         offload_weights=offload_weights,
+        linears=linears,
         decoder_frame_chunk=decoder_frame_chunk,
         tiling=TilingConfig(tile=tile, overlap=tile_overlap, offload=offload_tiles, memory_limit_gb=memory_limit_gb),
         attention=SparseAttentionConfig(**attention),

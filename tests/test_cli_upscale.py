@@ -25,7 +25,7 @@ OPTIONS = [
     "--output", "--scale", "--width", "--height", "--weights", "--release", "--variant", "--prompt", "--device",
     "--dtype", "--sparse-ratio", "--local-range", "--kv-ratio", "--color-fix", "--seed", "--codec", "--crf",
     "--preset", "--format", "--quality", "--fps", "--overwrite", "--quiet", "--compile", "--tile", "--tile-overlap",
-    "--offload-tiles", "--stabilize",
+    "--offload-tiles", "--stabilize", "--linears",
 ]  # fmt: skip
 
 
@@ -345,10 +345,10 @@ def test_bench_can_time_whole_file_jobs(tmp_path):
     """`flashvsr bench --file-io`: each pass decodes an H.264 input, upscales it and encodes the output."""
     out = tmp_path / "bench.json"
     args = ["bench", "--device", "cpu", "--layers", "1", "--height", "128", "--width", "256", "--frames", "5",
-            "--warmup", "0", "--repeats", "1", "--file-io", "--json", str(out)]  # fmt: skip
+            "--warmup", "0", "--repeats", "1", "--file-io", "--linears", "fp8", "--json", str(out)]  # fmt: skip
     assert cli.main(args) == 0
     result = json.loads(out.read_text())
-    assert result["config"]["file_io"] and result["fps"] > 0
+    assert result["config"]["file_io"] and result["fps"] > 0 and result["config"]["linears"] == "fp8"
     assert "output" not in result["stage_ms_per_8_frames"]  # frames went to the encoder, not to a buffer
     assert {"lq_proj", "dit", "decode"} <= set(result["stage_ms_per_8_frames"])
 

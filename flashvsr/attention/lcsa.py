@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 
 from ..config import WINDOW, WINDOW_TOKENS
+from ..fp8 import FP8, quantize_rows
 from . import masks
 from .backends import BlockSparseAttention
 
@@ -29,8 +30,6 @@ MaskHook = Callable[[int, torch.Tensor], None]  # (layer, selected-block mask)
 FIRST_CALL_SLICES = 3  # call 0 processes three time slices, mutually visible
 
 
-FP8 = torch.float8_e4m3fn
-FP8_MAX = 448.0  # largest finite e4m3 value: each vector is scaled so its largest entry lands there
 
 
 @dataclass(frozen=True)
@@ -111,10 +110,8 @@ class KVRing:
 
 
 def quantize_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(…, d) → e4m3 values and a scale per vector, with ``values · scale ≈ x``."""
-    scale = (x.abs().amax(dim=-1, keepdim=True).float() / FP8_MAX).to(x.dtype)  # stored as the model dtype: divide by that
-    scale = scale.clamp(min=torch.finfo(x.dtype).tiny)
-    return (x.float() / scale.float()).clamp(-FP8_MAX, FP8_MAX).to(FP8), scale
+    """(…, d) → e4m3 values and a scale per vector, stored in the model dtype (the kernel is given that back)."""
+    return quantize_rows(x, x.dtype)
 
 
 @dataclass(frozen=True)

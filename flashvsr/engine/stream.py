@@ -26,6 +26,7 @@ from ..colorfix import color_fix
 from ..config import PIXEL_MULTIPLE, TOKEN_PIXELS, VAE_SPATIAL_FACTOR, VAE_TEMPORAL_FACTOR, WINDOW, EngineConfig
 from ..models import FlashVSRModels
 from ..models.dit import DiTBlock, resident_weights
+from ..models.fp8_linear import FP8_MIN_CAPABILITY, use_fp8_linears
 from ..stabilizer import stabilize
 from ..transfer import to_device
 from .offload import SLOTS, StreamedBlocks
@@ -57,6 +58,8 @@ class StreamingEngine:
         self.clock: StageClock = NullClock()  # benchmarks install a timing clock here
         self.block_chooser: BlockChooser = choose_blocks
         self.decoding: Decoding = decoding_for(self.device, config.overlap_decode)
+        if config.linears == "fp8":
+            self._use_fp8_linears(models)
         self._speed_up(models, config)
         with torch.no_grad():
             self.conditioning = models.dit.condition(models.context)
@@ -82,11 +85,21 @@ class StreamingEngine:
     def streamable_bytes(self) -> int:
         """Device memory that :meth:`stream_weights` would free (the blocks' weights, less the
         block buffers it keeps)."""
-        if self.streams_weights or self.device.type == "cpu":
+        if self.streams_weights or self.device.type == "cpu" or self.config.linears == "fp8":
             return 0
         blocks = [list(b.parameters()) for b in self.models.dit.blocks]
         sizes = [sum(p.numel() * p.element_size() for p in ps) for ps in blocks]
         return sum(sizes) - SLOTS * max(sizes)
+
+    def _use_fp8_linears(self, models: FlashVSRModels) -> None:
+        """The DiT blocks' linears in e4m3 (lossy): on a GPU only where it has FP8 tensor cores and
+        computes in bfloat16; on the CPU (tests, evaluation) at any dtype."""
+        if self.device.type == "cuda":
+            if torch.cuda.get_device_capability(self.device) < FP8_MIN_CAPABILITY:
+                raise ValueError("FP8 linears need a GPU with FP8 tensor cores (Ada, Hopper or newer)")
+            if self.dtype != torch.bfloat16:
+                raise ValueError("FP8 linears on a GPU compute in bfloat16: use --dtype bfloat16")
+        use_fp8_linears(models.dit.blocks)
 
     def _speed_up(self, models: FlashVSRModels, config: EngineConfig) -> None:
         if self.device.type != "cuda":

@@ -214,7 +214,7 @@ class DiTBlock(nn.Module):
         """The FFN. ``gelu_epilogue`` (CUDA): the GELU (tanh) runs in the first matmul's cuBLASLt
         epilogue, rounded to bf16 once instead of twice: 16 % off that pair's time on the H100
         (benchmarks/kernel_options.py; the CPU's version of that op computes erf's GELU instead)."""
-        if not (gelu_epilogue and x.is_cuda):
+        if not (gelu_epilogue and x.is_cuda and isinstance(self.ffn[0], nn.Linear)):  # not for FP8 linears
             return self.ffn(x)
         up, _, down = self.ffn
         hidden = torch._addmm_activation(up.bias, x.flatten(0, -2), up.weight.t(), use_gelu=True)
