@@ -2,7 +2,7 @@
 # Device runs planned for session 15 (see issue 4's notes). FlashAttention-4 goes to /tmp/fa4site, which
 # stays while the machine is warm even when a later call carries other paths.
 # PART=memory (carry .whl): peak allocated and reserved memory with and without overlap (each variant's
-#   models freed first), to calibrate the memory planner's overlap term; then 1080p.
+#   models freed first), to calibrate the memory planner's overlap term; FP8 linears' speed; then 1080p.
 # PART=files (carry .carry_av, right after PART=memory on the same warm machine): whole file jobs with the
 #   faster preset, FA4, 501 frames, against frames in memory.
 set -u
@@ -12,9 +12,10 @@ PART=${PART:-memory}
 export PYTHONPATH=$PWD:$FA4_SITE:$FA4_SITE/nvidia_cutlass_dsl/dsl_packages
 show() { grep -v Warn | grep -A6 "^=="; }
 if [ "$PART" = memory ]; then
-    python benchmarks/bench_variants.py "$OUT/memory.jsonl" compile compile+overlap_decode 2>&1 | show
+    python benchmarks/bench_variants.py "$OUT/memory.jsonl" compile compile+overlap_decode \
+        compile+overlap_decode+linears=fp8 2>&1 | show
     python benchmarks/bench_variants.py "$OUT/memory_1080p.jsonl" compile compile+overlap_decode \
-        --height 1080 --width 1920 2>&1 | show
+        compile+overlap_decode+linears=fp8 --height 1080 --width 1920 2>&1 | show
 else
     [ -d /tmp/avsite/av ] || pip install -q --no-deps --no-index --target /tmp/avsite .carry_av/*.whl 2>&1 | grep -v "root' user" | tail -n 2
     export PYTHONPATH=/tmp/avsite:$PYTHONPATH
