@@ -59,3 +59,15 @@ def test_fp8_linears_are_checked_where_they_are_set():
         EngineConfig(linears="int8")
     with pytest.raises(ValueError, match="streamed"):
         EngineConfig(linears="fp8", offload_weights="on")
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9), reason="needs FP8 tensor cores"
+)
+@torch.no_grad()
+def test_on_fp8_tensor_cores_in_bfloat16_too():
+    torch.manual_seed(0)
+    linear = nn.Linear(1536, 8960).to("cuda", torch.bfloat16)
+    x = torch.randn(2, 1024, 1536, device="cuda", dtype=torch.bfloat16)
+    out, ref = Fp8Linear(linear)(x).float(), linear(x).float()
+    assert out.dtype == torch.float32 and float(((out - ref).norm() / ref.norm())) < 0.08
