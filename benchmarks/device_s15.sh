@@ -14,6 +14,9 @@ show() { grep -v Warn | grep -A6 "^=="; }
 if [ "$PART" = memory ]; then
     python benchmarks/bench_variants.py "$OUT/memory.jsonl" compile compile+overlap_decode \
         compile+overlap_decode+linears=fp8 2>&1 | show
+    # the planner's overlap term on a tight budget: tiles chosen, no out-of-memory, speed
+    python benchmarks/bench_variants.py "$OUT/memory_tight.jsonl" compile+memory_limit_gb=11 \
+        compile+overlap_decode+memory_limit_gb=11 2>&1 | show
     python benchmarks/bench_variants.py "$OUT/memory_1080p.jsonl" compile compile+overlap_decode \
         compile+overlap_decode+linears=fp8 --height 1080 --width 1920 2>&1 | show
 else

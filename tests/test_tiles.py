@@ -12,6 +12,7 @@ from flashvsr.engine.memory import (
     plannable_bytes,
 )  # fmt: skip
 from flashvsr.engine import memory as memory_module
+from flashvsr.engine.schedule import FIRST_CALL_LATENTS, LATENTS_PER_CALL
 from flashvsr.engine.state import SeededNoise
 from flashvsr.engine.stream import StreamingEngine
 from flashvsr.engine.tiles import EngineStream, TiledStream, blend_weights, plan_axis, plan_grid
@@ -234,4 +235,12 @@ def test_overlapped_decoding_plans_for_the_dit_and_the_decoder_at_once():
     )
     alone, both = plan("cuda", False), plan("cuda", True)
     assert both.held == alone.held and both.transient > alone.transient
+    # a call's decoder beside the next call's DiT, a steady one; call 0's DiT (three times as large) runs alone
+    pixels, cfg = 768 * 1408, EngineConfig(dtype="bfloat16", device="cuda")
+    first, steady = (memory_module._dit_live_per_pixel(models, 2, n) * pixels for n in (FIRST_CALL_LATENTS, LATENTS_PER_CALL))
+    decoder = memory_module._decoder_per_pixel(models, cfg, 2)[1] * pixels
+    assert first == 3 * steady
+    assert alone.transient == pytest.approx(max(first, decoder), abs=1)
+    assert both.transient == pytest.approx(max(first, decoder + steady), abs=1)
+    assert both.transient < first + decoder  # the two peaks never meet
     assert plan("cpu", True) == plan("cpu", False)  # no second stream on the CPU

@@ -4,8 +4,9 @@ The estimate is per model pixel, derived from the model's sizes, so it holds for
 model and for small test models alike:
 
     held  = KV rings + LR-projection cache + pending LQ frames + decoder memory   (per pixel)
-    peak  = held + the largest transient (DiT activations or TC decoder activations;
-            their sum when the decoder overlaps the DiT, EngineConfig.overlap_decode)
+    peak  = held + the largest transient (DiT activations or TC decoder activations; when the
+            decoder overlaps the DiT, EngineConfig.overlap_decode, a call's decoder beside the
+            next call's DiT, always a steady one: call 0's, three times as large, runs alone)
 
 Checked against H100 measurements of the official model in bf16 (41-frame streams; model
 frames padded to 128; decoder chunk 1; session 7): weights ≈ 3.9 GB; 1408×768 held 9.0 GB, peak
@@ -114,9 +115,11 @@ def estimate_stream(models: FlashVSRModels, config: EngineConfig, height: int, w
     held = _kv_per_pixel(models, config, b) + _lq_per_pixel(models, b) + decoder_held
     if config.stabilizer.on:
         held += STABILIZER_HELD_FP32 * FP32_BYTES + RGB * b
-    dit_live = _dit_live_per_pixel(models, b)
-    overlapped = decodes_beside(torch.device(config.device), config.overlap_decode)  # both stages live at once
-    transient = dit_live + decoder_live if overlapped else max(dit_live, decoder_live)
+    first_dit = _dit_live_per_pixel(models, b, FIRST_CALL_LATENTS)
+    if decodes_beside(torch.device(config.device), config.overlap_decode):
+        transient = max(first_dit, decoder_live + _dit_live_per_pixel(models, b, LATENTS_PER_CALL))
+    else:
+        transient = max(first_dit, decoder_live)
     return StreamMemory(weights_bytes(models), math.ceil(held * pixels), math.ceil(transient * pixels))
 
 
@@ -138,9 +141,10 @@ def _lq_per_pixel(models: FlashVSRModels, b: int) -> float:
     return conv_history + LQ_FRAMES_HELD * RGB * b
 
 
-def _dit_live_per_pixel(models: FlashVSRModels, b: int) -> float:
+def _dit_live_per_pixel(models: FlashVSRModels, b: int, latents: int) -> float:
+    """Activations of a DiT call over ``latents`` latent frames."""
     dit = models.config.dit
-    return FIRST_CALL_LATENTS * (DIT_LIVE_DIMS * dit.dim + DIT_LIVE_FFNS * dit.ffn_dim) * b / TOKEN_PIXELS**2
+    return latents * (DIT_LIVE_DIMS * dit.dim + DIT_LIVE_FFNS * dit.ffn_dim) * b / TOKEN_PIXELS**2
 
 
 def _decoder_per_pixel(models: FlashVSRModels, config: EngineConfig, b: int) -> tuple[float, float]:
