@@ -243,4 +243,6 @@ def test_overlapped_decoding_plans_for_the_dit_and_the_decoder_at_once():
     assert alone.transient == pytest.approx(max(first, decoder), abs=1)
     assert both.transient == pytest.approx(max(first, decoder + steady), abs=1)
     assert both.transient < first + decoder  # the two peaks never meet
+    tile = estimate_stream(models, EngineConfig(dtype="bfloat16", device="cuda", overlap_decode=True), 768, 1408, tiled=True)
+    assert tile.transient == pytest.approx(first + decoder, abs=1)  # except where another tile's first call runs beside
     assert plan("cpu", True) == plan("cpu", False)  # no second stream on the CPU

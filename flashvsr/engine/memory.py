@@ -6,7 +6,8 @@ model and for small test models alike:
     held  = KV rings + LR-projection cache + pending LQ frames + decoder memory   (per pixel)
     peak  = held + the largest transient (DiT activations or TC decoder activations; when the
             decoder overlaps the DiT, EngineConfig.overlap_decode, a call's decoder beside the
-            next call's DiT, always a steady one: call 0's, three times as large, runs alone)
+            next call's DiT, always a steady one: call 0's, three times as large, runs alone,
+            except in tiled streams, where it may run beside another tile's decoder)
 
 Checked against H100 measurements of the official model in bf16 (41-frame streams; model
 frames padded to 128; decoder chunk 1; session 7): weights ≈ 3.9 GB; 1408×768 held 9.0 GB, peak
@@ -107,8 +108,11 @@ def weights_bytes(models: FlashVSRModels) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def estimate_stream(models: FlashVSRModels, config: EngineConfig, height: int, width: int) -> StreamMemory:
-    """Device memory of one ``height × width`` stream of ``models`` under ``config``."""
+def estimate_stream(
+    models: FlashVSRModels, config: EngineConfig, height: int, width: int, tiled: bool = False
+) -> StreamMemory:
+    """Device memory of one ``height × width`` stream of ``models`` under ``config`` (``tiled``: a tile
+    of a tiled stream, whose decoder may run beside another tile's first DiT call)."""
     b = resolve_dtype(config.dtype).itemsize
     pixels = height * width
     decoder_held, decoder_live = _decoder_per_pixel(models, config, b)
@@ -117,7 +121,8 @@ def estimate_stream(models: FlashVSRModels, config: EngineConfig, height: int, w
         held += STABILIZER_HELD_FP32 * FP32_BYTES + RGB * b
     first_dit = _dit_live_per_pixel(models, b, FIRST_CALL_LATENTS)
     if decodes_beside(torch.device(config.device), config.overlap_decode):
-        transient = max(first_dit, decoder_live + _dit_live_per_pixel(models, b, LATENTS_PER_CALL))
+        beside = first_dit if tiled else _dit_live_per_pixel(models, b, LATENTS_PER_CALL)
+        transient = max(first_dit, decoder_live + beside)
     else:
         transient = max(first_dit, decoder_live)
     return StreamMemory(weights_bytes(models), math.ceil(held * pixels), math.ceil(transient * pixels))
@@ -240,7 +245,7 @@ def candidate_grids(height: int, width: int, overlap: int) -> list[TileGrid]:
 def tiled_bytes(grid: TileGrid, offload: bool, models: FlashVSRModels, config: EngineConfig) -> int:
     """Device bytes of a tiled stream: one tile's activations, the tiles' states (one at a time
     when offloaded) and, unless offloaded, the full frames waiting and being blended."""
-    tile = estimate_stream(models, config, grid.tile_h, grid.tile_w)
+    tile = estimate_stream(models, config, grid.tile_h, grid.tile_w, tiled=True)
     if offload:
         return tile.stream + FULL_FRAME_WORK * grid.height * grid.width
     b = resolve_dtype(config.dtype).itemsize
