@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from .engine.schedule import FRAMES_PER_CALL
 from .io import IMAGE, IMAGE_SEQUENCE, VIDEO, MediaError, MediaInfo, TimedFrame, open_reader, probe
 from .io.atomic import AtomicOutput
 from .io.background import BackgroundWriter, read_ahead
@@ -52,7 +53,6 @@ from .io.video import (
     VideoWriter,
     check_codec_fits,
 )
-from .engine.schedule import FRAMES_PER_CALL
 from .pipeline import Geometry, plan_geometry
 
 DEFAULT_SCALE = 4.0
