@@ -3,7 +3,9 @@
 product's stream path (``Upscaler.open_stream`` on the engine's own CUDA stream, as the bench) and
 measures, from the kernels' own start and end times, how much of the window the GPU was idle, on
 any stream and on each one, and before which kernels the idle time falls (a gap before a kernel is
-host work that kernel waited for).
+host work that kernel waited for). The profiler adds host work of its own (at 1408×768 on the H100 a
+steady call took 173 ms under it against 136 without), so gaps here overstate the host's share: the
+bench's host times (`flashvsr bench`) say whether the host or the GPU is the limit.
 
 With ``--find-syncs`` it lists instead where the product's path (``Upscaler.stream``) makes the host
 wait for the GPU (torch's sync debug mode), by call site: each one drains the GPU's queue.
