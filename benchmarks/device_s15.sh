@@ -22,6 +22,6 @@ if [ "$PART" = memory ]; then
 else
     [ -d /tmp/avsite/av ] || pip install -q --no-deps --no-index --target /tmp/avsite .carry_av/*.whl 2>&1 | grep -v "root' user" | tail -n 2
     export PYTHONPATH=/tmp/avsite:$PYTHONPATH
-    python benchmarks/file_job_waits.py default no_encoder --compile --overlap-decode --frames 501 2>&1 \
-        | grep -v -i warn | tail -n 6 | tee "$OUT/file_job_waits.txt"
+    python benchmarks/file_job_waits.py default reserve_core no_encoder --compile --overlap-decode --frames 501 2>&1 \
+        | grep -v -i warn | tail -n 8 | tee "$OUT/file_job_waits.txt"
 fi

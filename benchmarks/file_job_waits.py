@@ -8,7 +8,9 @@ after a first one that compiles, for each variant of the encoder:
         [--overlap-decode] [--cuda-graphs]
 
 VARIANT: ``default`` (the product's settings), ``niceness=N`` (the encoder's threads N lower than the
-feeder's; the product uses ENCODER_NICENESS), ``threads=N`` (x264 threads), ``preset=NAME`` (x264's), ``no_encoder`` (frames discarded).
+feeder's; the product uses ENCODER_NICENESS), ``threads=N`` (x264 threads), ``preset=NAME`` (x264's),
+``no_encoder`` (frames discarded), ``reserve_core`` (Linux: the feeding thread alone on CPU 0 and its
+hyper-thread sibling, the encoder's threads on the others).
 
 Needs PyAV (the bench's input clip and the job's writer).
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import os
 import sys
 import tempfile
 import time
@@ -30,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import flashvsr.jobs as jobs  # noqa: E402
 from flashvsr import pipeline  # noqa: E402
 from flashvsr.bench import _write_input_clip, random_official_models, synthetic_lr_video  # noqa: E402
+from flashvsr.io import background  # noqa: E402
 from flashvsr.io.background import BackgroundWriter  # noqa: E402
 from flashvsr.pipeline import Upscaler, engine_config  # noqa: E402
 
@@ -96,11 +100,40 @@ def report(variant: str, frames: int, wall: float, cpu: float) -> None:
 
 
 ORIGINAL = {"BackgroundWriter": jobs.BackgroundWriter, "_video_spec": jobs._video_spec, "_writer": jobs._writer}
+LOWER_PRIORITY = background.lower_thread_priority
+
+
+def feeder_cpus() -> set[int]:
+    """CPU 0 and its hyper-thread siblings."""
+    path = "/sys/devices/system/cpu/cpu0/topology/thread_siblings_list"
+    try:
+        text = open(path).read().strip()
+    except OSError:
+        return {0}
+    cpus = set()
+    for part in text.split(","):
+        a, _, b = part.partition("-")
+        cpus.update(range(int(a), int(b or a) + 1))
+    return cpus
+
+
+def reserve_core() -> None:
+    """The calling (feeding) thread on CPU 0's core; encoders opened from now on on the rest."""
+    mine = feeder_cpus()
+    os.sched_setaffinity(0, mine)
+
+    def elsewhere(niceness: int) -> None:
+        os.sched_setaffinity(0, set(range(os.cpu_count())) - mine)  # x264's threads inherit it
+        LOWER_PRIORITY(niceness)
+
+    background.lower_thread_priority = elsewhere
 
 
 def apply_variant(variant: str) -> None:
     for name, value in ORIGINAL.items():
         setattr(jobs, name, value)
+    background.lower_thread_priority = LOWER_PRIORITY
+    os.sched_setaffinity(0, set(range(os.cpu_count())))
     name, _, value = variant.partition("=")
     if name == "niceness":
         jobs.BackgroundWriter = functools.partial(ORIGINAL["BackgroundWriter"], niceness=int(value))
@@ -108,6 +141,8 @@ def apply_variant(variant: str) -> None:
         jobs._video_spec = lambda job: dataclasses.replace(ORIGINAL["_video_spec"](job), preset=value)
     elif name == "threads":
         jobs._video_spec = lambda job: dataclasses.replace(ORIGINAL["_video_spec"](job), encoder_thread_count=int(value))
+    elif name == "reserve_core":
+        reserve_core()
     elif name == "no_encoder":
         jobs._writer = lambda job, reader, partial: NoEncoder(partial)
     elif name != "default":
