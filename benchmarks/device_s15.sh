@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
 # Device runs planned for session 15 (see issue 4's notes). FlashAttention-4 goes to /tmp/fa4site, which
 # stays while the machine is warm even when a later call carries other paths.
-# PART=memory (carry .whl): peak allocated and reserved memory with and without overlap (each variant's
-#   models freed first), to calibrate the memory planner's overlap term; FP8 linears' speed; then 1080p.
-# PART=files (carry .carry_av, right after PART=memory on the same warm machine): whole file jobs with the
-#   faster preset, FA4, 501 frames, against frames in memory.
+# PART=memory (carry .whl; installs FA4): peak allocated and reserved memory with and without overlap (each
+#   variant's models freed first), and FP8 linears' speed, at 1408×768. PART=tight: overlap on an 11 GB budget
+#   (the planner's overlap term: tiles chosen, no out-of-memory, speed). PART=hd: PART=memory at 1080p.
+# PART=files (carry .carry_av, right after one of the others on the same warm machine): whole file jobs with
+#   the faster preset, FA4, 501 frames, per encoder variant.
 set -u
 export PYTHONUNBUFFERED=1 FA4_SITE=/tmp/fa4site
 PART=${PART:-memory}
-[ "$PART" = memory ] && PART=install bash benchmarks/device_flash4.sh
+[ "$PART" = files ] || PART=install bash benchmarks/device_flash4.sh  # installs once per machine
 export PYTHONPATH=$PWD:$FA4_SITE:$FA4_SITE/nvidia_cutlass_dsl/dsl_packages
 show() { grep -v Warn | grep -A6 "^=="; }
 if [ "$PART" = memory ]; then
     python benchmarks/bench_variants.py "$OUT/memory.jsonl" compile compile+overlap_decode \
         compile+overlap_decode+linears=fp8 2>&1 | show
-    # the planner's overlap term on a tight budget: tiles chosen, no out-of-memory, speed
+elif [ "$PART" = tight ]; then
     python benchmarks/bench_variants.py "$OUT/memory_tight.jsonl" compile+memory_limit_gb=11 \
         compile+overlap_decode+memory_limit_gb=11 2>&1 | show
+elif [ "$PART" = hd ]; then
     python benchmarks/bench_variants.py "$OUT/memory_1080p.jsonl" compile compile+overlap_decode \
         compile+overlap_decode+linears=fp8 --height 1080 --width 1920 2>&1 | show
 else
