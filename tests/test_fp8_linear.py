@@ -19,12 +19,22 @@ def test_an_fp8_linear_is_the_linear_within_e4m3_precision():
     linear = nn.Linear(64, 48)
     x = torch.randn(3, 5, 64) * torch.logspace(-2, 1, 5)[None, :, None]  # tokens of very different sizes
     fp8 = Fp8Linear(linear)
-    assert fp8.weight.dtype == torch.float8_e4m3fn and fp8.weight_scale.shape == (1, 48)
+    assert fp8.weight.view(torch.float8_e4m3fn).shape == (48, 64) and fp8.weight_scale.shape == (1, 48)
     out, ref = fp8(x), linear(x)
     assert out.shape == ref.shape and out.dtype == ref.dtype
     rel = (out - ref).norm(dim=-1) / ref.norm(dim=-1)
     assert 0 < float(rel.max()) < 0.08  # e4m3 keeps 3 mantissa bits: a few per cent per product
     assert torch.equal(Fp8Linear(linear)(torch.zeros(2, 64)), linear.bias.expand(2, -1))  # zero rows: the bias alone
+
+
+@torch.no_grad()
+def test_moving_the_model_to_another_dtype_leaves_the_fp8_weights_alone():
+    linear = nn.Linear(64, 48)
+    fp8 = Fp8Linear(linear)
+    x = torch.randn(4, 64)
+    before = fp8(x)
+    fp8.to(torch.float64).to(torch.float32)  # as models.to(device, dtype) would
+    assert fp8.weight.dtype == torch.uint8 and torch.equal(fp8(x), before)
 
 
 def test_sizes_the_fp8_kernels_cannot_take_are_refused():

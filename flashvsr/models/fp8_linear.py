@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..fp8 import quantize_rows
+from ..fp8 import FP8, quantize_rows
 
 FP8_LINEARS = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o", "cross_attn.q", "cross_attn.o", "ffn.0", "ffn.2")
 FP8_ALIGNMENT = 16  # the FP8 matrix kernels need both dimensions of a weight to be multiples of this
@@ -21,8 +21,9 @@ FP8_MIN_CAPABILITY = (8, 9)  # CUDA GPUs with FP8 tensor cores: Ada, Hopper and 
 
 
 class Fp8Linear(nn.Module):
-    """``nn.Linear``'s function with an e4m3 weight (``weight``, (out, in)) and float32 scales per
-    output channel (``weight_scale``, (1, out)); the bias stays in the model dtype."""
+    """``nn.Linear``'s function with an e4m3 weight (``weight``, (out, in), kept as its bytes so that
+    ``module.to(dtype)`` cannot convert it) and float32 scales per output channel (``weight_scale``,
+    (1, out)); the bias stays in the model dtype."""
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
@@ -31,13 +32,14 @@ class Fp8Linear(nn.Module):
             raise ValueError(f"FP8 linears need sizes that are multiples of {FP8_ALIGNMENT}, got {in_features}→{out_features}")
         weight, scale = quantize_rows(linear.weight.detach(), torch.float32)
         self.out_dtype = linear.weight.dtype
-        self.register_buffer("weight", weight)
+        self.register_buffer("weight", weight.view(torch.uint8))
         self.register_buffer("weight_scale", scale.t().contiguous())
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows, scale = quantize_rows(x.flatten(0, -2), torch.float32)
-        out = torch._scaled_mm(rows, self.weight.t(), scale_a=scale, scale_b=self.weight_scale, out_dtype=self.out_dtype)
+        weight, weight_scale = self.weight.view(FP8).t(), self.weight_scale.float()
+        out = torch._scaled_mm(rows, weight, scale_a=scale, scale_b=weight_scale, out_dtype=self.out_dtype)
         out = out.unflatten(0, x.shape[:-1])
         return out if self.bias is None else out + self.bias
 
