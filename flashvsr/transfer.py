@@ -12,9 +12,9 @@ import torch
 
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``t`` (on the host) on ``device``, queued without waiting where ``device`` is a GPU."""
+    """``t`` on ``device``; from the host to a GPU, queued without waiting."""
     device = torch.device(device)
-    if device.type != "cuda" or t.device == device:
+    if device.type != "cuda" or t.is_cuda:  # nothing to stage: the host's own memory, or already on a GPU
         return t.to(device)
     staged = t if t.is_pinned() else t.pin_memory()
     return staged.to(device, non_blocking=True)

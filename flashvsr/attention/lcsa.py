@@ -30,8 +30,6 @@ MaskHook = Callable[[int, torch.Tensor], None]  # (layer, selected-block mask)
 FIRST_CALL_SLICES = 3  # call 0 processes three time slices, mutually visible
 
 
-
-
 @dataclass(frozen=True)
 class AttentionPlan:
     """Per-stream constants of LCSA: the token grid, local mask, top-k, cache length and the
