@@ -35,6 +35,7 @@ JOB_TIMEOUT_MS = 240_000
 UI_TIMEOUT_MS = 20_000
 LONG_FRAMES = 600  # long enough that a cancel always lands while it runs
 SYNC_TOLERANCE_S = 0.2  # the player re-seeks "before" past 0.06 s of drift; allow a slow CI frame
+sync_api.expect.set_options(timeout=UI_TIMEOUT_MS)  # expect's own default (5 s) is too short on 2 busy CI cores
 
 
 @pytest.fixture(scope="module")
