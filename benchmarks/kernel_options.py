@@ -10,7 +10,8 @@ timed against the op it would replace, with the largest difference between their
   transposed conv (``upsampled_conv``) + ReLU.
 - ``lr_conv1`` / ``lr_conv2``: the LR projection's time convs as 2-D convs (weights flattened on
   each call, NCHW), with the 2-D weights stored channels-last once, or as unfold + one matmul.
-- ``topk``: LCSA's per-slice threshold (the (k+1)-th largest) by unsorted top-k, kthvalue, sort.
+- ``topk``: LCSA's per-slice threshold (the (k+1)-th largest) by unsorted top-k, kthvalue, sort,
+  and this project's Triton radix select.
 - ``ffn_gelu``: the FFN's first linear then GELU(tanh), or cuBLASLt's GELU epilogue (and in float32,
   which GELU that epilogue computes).
 """
@@ -26,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from flashvsr.attention.kth_largest import HAVE_TRITON, kth_largest  # noqa: E402
 from flashvsr.attention.masks import topk_count, window_grid  # noqa: E402
 from flashvsr.config import SPARSE_REFERENCE_PIXELS, LQProjConfig  # noqa: E402
 from flashvsr.models.tc_decoder import conv_relu  # noqa: E402
@@ -133,11 +135,14 @@ def topk_cases(h: int, w: int, rows: list, iters: int) -> None:
     k = topk_count(windows, 2.0 * SPARSE_REFERENCE_PIXELS / (h * w))  # sparse ratio 2
     probs = torch.rand(1, 12, 1, windows * windows * 4, device=DEV).softmax(-1)  # a slice against four
     n = probs.shape[-1]
-    compare("topk", {
+    ways = {
         "topk unsorted + amin": lambda: probs.topk(k + 1, dim=-1, sorted=False).values.amin(-1),
         "kthvalue": lambda: probs.kthvalue(n - k, dim=-1).values,
         "sort": lambda: probs.sort(dim=-1, descending=True).values[..., k],
-    }, rows, iters)  # fmt: skip
+    }
+    if HAVE_TRITON:
+        ways["triton radix select"] = lambda: kth_largest(probs, k).squeeze(-1)
+    compare("topk", ways, rows, iters)
 
 
 def ffn_cases(tokens: int, rows: list, iters: int) -> None:

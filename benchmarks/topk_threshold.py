@@ -3,6 +3,9 @@
 each head's query slice) on the steady-state shapes; all give the same value.
 
     python benchmarks/topk_threshold.py [--height 768 --width 1408]
+
+``triton`` ways are this project's radix select (flashvsr/attention/kth_largest.py) with each
+chunk size and warp count tried; the code's default is ``triton_4096x8``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from flashvsr.attention import masks  # noqa: E402
+from flashvsr.attention.kth_largest import HAVE_TRITON, _triton_kth_largest  # noqa: E402
 from flashvsr.config import TOKEN_PIXELS, SparseAttentionConfig  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -28,6 +32,10 @@ WAYS = {
     "sort": lambda x, k: x.sort(dim=-1, descending=True).values[..., k : k + 1],
     "kthvalue": lambda x, k: x.kthvalue(x.shape[-1] - k, dim=-1, keepdim=True).values,
 }
+if HAVE_TRITON:
+    for chunk in (1024, 2048, 4096, 8192):
+        for warps in (4, 8, 16):
+            WAYS[f"triton_{chunk}x{warps}"] = lambda x, k, c=chunk, w=warps: _triton_kth_largest(x, k, c, w)
 
 
 def main() -> int:
