@@ -11,8 +11,8 @@ from flashvsr.attention.backends import (
     gather_block_sparse,
     merge_partial_attention,
     resolve_backend,
-    selected_first,
 )
+from flashvsr.attention.gpu_kernels import selected_first
 from flashvsr.attention.lcsa import AttentionPlan, SlotTable
 
 

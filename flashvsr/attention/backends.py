@@ -34,6 +34,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..config import WINDOW_TOKENS
+from .gpu_kernels import selected_first
 
 KVPart = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # keys, values, block mask
 BlockSparseAttention = Callable[[torch.Tensor, Sequence[KVPart]], torch.Tensor]
@@ -121,18 +122,6 @@ def _flex():
 def _compiled_merge():
     """The merge fused into one kernel (otherwise a handful of float32 passes over the outputs)."""
     return torch.compile(merge_partial_attention, dynamic=False)
-
-
-def selected_first(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row of a (…, K) bool mask: the number of selected entries, and all K indices with the
-    selected ones first, each group in ascending order (a stable sort of ~mask, without the sort:
-    each entry's place comes from running counts)."""
-    chosen = mask.long()
-    counts = chosen.sum(dim=-1, keepdim=True)
-    place = torch.where(mask, chosen.cumsum(dim=-1), counts + (1 - chosen).cumsum(dim=-1)) - 1
-    columns = torch.arange(mask.shape[-1], device=mask.device, dtype=torch.int32).expand_as(place)
-    order = torch.empty(place.shape, device=mask.device, dtype=torch.int32).scatter_(-1, place, columns)
-    return counts[..., 0].int(), order
 
 
 def block_mask_from_windows(mask: torch.Tensor, q_len: int, kv_len: int):

@@ -14,7 +14,7 @@ import math
 import torch
 
 from ..config import WINDOW, WINDOW_TOKENS
-from .kth_largest import kth_largest
+from .gpu_kernels import kth_largest
 
 
 def window_grid(tokens_h: int, tokens_w: int) -> tuple[int, int]:
@@ -87,7 +87,7 @@ def select_blocks(
     per_slice = probs.view(b, heads, nq // s, s * nk)
     n = per_slice.shape[-1]
     k = max(0, min(n - 1, topk))
-    threshold = kth_largest(per_slice, k)  # a selection, not a sort
+    threshold = kth_largest(per_slice.detach(), k)  # a selection, not a sort; no gradient through a threshold
     return (per_slice > threshold).view(b, heads, nq, nk)
 
 

@@ -1,7 +1,8 @@
-"""LCSA's threshold: the k-th largest value per row, exactly as ``kthvalue`` gives it.
+"""This project's Triton kernels give exactly what their torch forms give: LCSA's threshold (the
+k-th largest value per row, as ``kthvalue``) and the attention kernels' block tables.
 
-The Triton kernel runs on the CPU in Triton's interpreter (a subprocess, since the interpreter
-is chosen when the kernel is defined) and, on a GPU, compiled.
+The kernels run on the CPU in Triton's interpreter (a subprocess, since the interpreter is chosen
+when a kernel is defined) and, on a GPU, compiled.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 import torch
 
 from flashvsr.attention import masks
-from flashvsr.attention.kth_largest import HAVE_TRITON, kth_largest
+from flashvsr.attention.gpu_kernels import HAVE_TRITON, kth_largest, selected_first
 
 
 def reference(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -41,7 +42,7 @@ def test_the_threshold_keeps_exactly_k_values_above_it_without_ties():
 KERNEL_CASES = textwrap.dedent(
     """
     import torch
-    from flashvsr.attention import kth_largest as K
+    from flashvsr.attention import gpu_kernels as K
 
     def check(x, k):
         got = K._triton_kth_largest(x, k)
@@ -60,13 +61,25 @@ KERNEL_CASES = textwrap.dedent(
     for k in range(ties.shape[-1]):
         check(ties, k)
     check(torch.randn(2, 3, 5001, generator=g), 1234)
+
+    def check_tables(mask):
+        want = K.selected_first(mask.cpu())  # the torch form: the mask is on the CPU
+        got = K._triton_selected_first(mask)
+        assert all(torch.equal(a, b) for a, b in zip(got, want)), mask.shape
+
+    selected = torch.rand(1, 12, 66, 264, generator=g) < 0.45  # a steady call's [cached, current] windows
+    check_tables(selected[..., 198:])  # the current part: a slice of each row
+    check_tables(selected[..., :198].contiguous())
+    for density in (0.0, 1.0):
+        check_tables(torch.rand(2, 3, 5, 37, generator=g) < density)
+    check_tables(torch.rand(4, 1, generator=g) < 0.5)
     print("ok")
     """
 )
 
 
 @pytest.mark.skipif(not HAVE_TRITON, reason="Triton is not installed (pip install triton)")
-def test_the_triton_kernel_gives_kthvalues_value_in_the_interpreter():
+def test_the_triton_kernels_give_the_torch_results_in_the_interpreter():
     env = dict(os.environ, TRITON_INTERPRET="1")
     done = subprocess.run([sys.executable, "-c", KERNEL_CASES], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
@@ -85,3 +98,5 @@ def test_on_a_gpu_the_masks_are_those_of_kthvalue():
     assert torch.equal(masks.select_blocks(scores, local, 66, 7919), want)
     compiled = torch.compile(masks.select_blocks, fullgraph=True)  # as --compile runs it: no graph break
     assert torch.equal(compiled(scores, local, 66, 7919), want)
+    current = want[..., 198:]
+    assert all(torch.equal(a.cpu(), b) for a, b in zip(selected_first(current), selected_first(current.cpu())))
