@@ -7,6 +7,8 @@ and write one JSON line per run: how each speed option changes FPS, stage times 
 
 A variant is a '+'-joined list of BenchConfig fields: a boolean's name switches it on, and
 ``name=value`` sets any other ("base": none), e.g. ``memory_limit_gb=6+kv_cache=fp8``.
+One more word is not a BenchConfig field: ``torch_kernels`` runs the block choice with torch's ops
+instead of this project's Triton kernels (flashvsr/attention/gpu_kernels.py), for an A/B in one process.
 Works without PyAV (the CLI's video commands need it; timing does not).
 """
 
@@ -23,6 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from flashvsr.attention import gpu_kernels  # noqa: E402
 from flashvsr.bench import BenchConfig, run_bench  # noqa: E402
 from flashvsr.cli import ALLOCATOR_SETTINGS  # noqa: E402
 
@@ -41,8 +44,12 @@ def parse_setting(word: str) -> tuple[str, object]:
     return name, (value.lower() in ("1", "true", "yes")) if isinstance(default, bool) else type(default)(value)
 
 
+TORCH_KERNELS = "torch_kernels"
+
+
 def config_for(variant: str, args) -> BenchConfig:
-    settings = dict(parse_setting(word) for word in ([] if variant == "base" else variant.split("+")))
+    words = [w for w in ([] if variant == "base" else variant.split("+")) if w != TORCH_KERNELS]
+    settings = dict(parse_setting(word) for word in words)
     return BenchConfig(height=args.height, width=args.width, frames=args.frames, repeats=args.repeats,
                        device=args.device, layers=args.layers, **settings)  # fmt: skip
 
@@ -67,8 +74,10 @@ def main() -> int:
     p.add_argument("--layers", type=int, default=30)
     p.add_argument("--device", default="cuda")
     args = p.parse_args()
+    triton_installed = gpu_kernels.HAVE_TRITON
     with args.out.open("a") as sink:
         for variant in args.variants:
+            gpu_kernels.HAVE_TRITON = triton_installed and TORCH_KERNELS not in variant.split("+")
             result = run_bench(config_for(variant, args))
             print(f"== {variant}\n{result.table()}", flush=True)
             sink.write(json.dumps({"variant": variant, **json.loads(result.to_json())}) + "\n")

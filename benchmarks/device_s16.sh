@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Device runs planned for session 15 (see issue 4's notes). FlashAttention-4 goes to /tmp/fa4site, which
-# stays while the machine is warm even when a later call carries other paths.
+# Device runs planned for session 16 (session 15 had no device time; see issue 4's notes). FlashAttention-4
+# goes to /tmp/fa4site, which stays while the machine is warm even when a later call carries other paths.
+# PART=kernels (carry .whl; installs FA4): session 15's Triton kernels for the block choice (threshold, tables):
+#   their CUDA tests, the threshold's chunk and warp sweep at 1408×768 and 1080p, then the pipeline with and
+#   without them (torch_kernels) in one process, with overlap, at 1408×768.
 # PART=memory (carry .whl; installs FA4): peak allocated and reserved memory with and without overlap (each
 #   variant's models freed first), and FP8 linears' speed, at 1408×768. PART=tight: overlap on an 11 GB budget
 #   (the planner's overlap term: tiles chosen, no out-of-memory, speed). PART=hd: PART=memory at 1080p.
@@ -8,19 +11,27 @@
 #   the faster preset, FA4, 501 frames, per encoder variant.
 set -u
 export PYTHONUNBUFFERED=1 FA4_SITE=/tmp/fa4site
-PART=${PART:-memory}
+PART=${PART:-kernels}
 [ "$PART" = files ] || PART=install bash benchmarks/device_flash4.sh  # installs once per machine
 export PYTHONPATH=$PWD:$FA4_SITE:$FA4_SITE/nvidia_cutlass_dsl/dsl_packages
 show() { grep -v Warn | grep -A6 "^=="; }
-if [ "$PART" = memory ]; then
+if [ "$PART" = kernels ]; then
+    python -m pytest -q tests/test_gpu_kernels.py tests/test_attention.py 2>&1 | tail -n 4 | tee "$OUT/pytest_kernels.txt"
+    for size in "768 1408" "1152 1920"; do
+        set -- $size
+        python benchmarks/topk_threshold.py --height "$1" --width "$2" 2>&1 | grep -v -i warn | tee -a "$OUT/topk_threshold.jsonl"
+    done
+    python benchmarks/bench_variants.py "$OUT/kernels.jsonl" compile+overlap_decode+torch_kernels \
+        compile+overlap_decode 2>&1 | show
+elif [ "$PART" = memory ]; then
     python benchmarks/bench_variants.py "$OUT/memory.jsonl" compile compile+overlap_decode \
         compile+overlap_decode+linears=fp8 2>&1 | show
 elif [ "$PART" = tight ]; then
     python benchmarks/bench_variants.py "$OUT/memory_tight.jsonl" compile+memory_limit_gb=11 \
         compile+overlap_decode+memory_limit_gb=11 2>&1 | show
 elif [ "$PART" = hd ]; then
-    python benchmarks/bench_variants.py "$OUT/memory_1080p.jsonl" compile compile+overlap_decode \
-        compile+overlap_decode+linears=fp8 --height 1080 --width 1920 2>&1 | show
+    python benchmarks/bench_variants.py "$OUT/memory_1080p.jsonl" compile+overlap_decode+torch_kernels \
+        compile+overlap_decode compile+overlap_decode+linears=fp8 --height 1080 --width 1920 2>&1 | show
 else
     [ -d /tmp/avsite/av ] || pip install -q --no-deps --no-index --target /tmp/avsite .carry_av/*.whl 2>&1 | grep -v "root' user" | tail -n 2
     export PYTHONPATH=/tmp/avsite:$PYTHONPATH
