@@ -32,10 +32,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import flashvsr.jobs as jobs  # noqa: E402
 from flashvsr import pipeline  # noqa: E402
-from flashvsr.bench import _write_input_clip, random_official_models, synthetic_lr_video  # noqa: E402
+from flashvsr.bench import _write_input_clip, random_upscaler, synthetic_lr_video  # noqa: E402
 from flashvsr.io import background  # noqa: E402
 from flashvsr.io.background import BackgroundWriter  # noqa: E402
-from flashvsr.pipeline import Upscaler, engine_config  # noqa: E402
+from flashvsr.pipeline import Upscaler  # noqa: E402
 
 SPENT: dict[str, float] = defaultdict(float)
 
@@ -160,11 +160,8 @@ def main() -> int:
     ap.add_argument("--cuda-graphs", action="store_true")
     ap.add_argument("--attention-backend", default="auto")
     args = ap.parse_args()
-    models = random_official_models(30, "tiny", "cuda")
-    cfg = engine_config("tiny", "cuda", "bfloat16", local_range=11, sparse_ratio=2.0, compile=args.compile,
-                        overlap_decode=args.overlap_decode, cuda_graphs=args.cuda_graphs,
-                        attention_backend=args.attention_backend)  # fmt: skip
-    up = Upscaler(models, cfg)
+    up = random_upscaler(compile=args.compile, overlap_decode=args.overlap_decode, cuda_graphs=args.cuda_graphs,
+                         attention_backend=args.attention_backend)  # fmt: skip
     instrument()
     lr = synthetic_lr_video(args.frames, args.height // 4, args.width // 4)
     with tempfile.TemporaryDirectory(prefix="flashvsr-waits-") as folder:

@@ -29,10 +29,10 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from flashvsr.bench import random_official_models, synthetic_lr_video  # noqa: E402
+from flashvsr.bench import random_upscaler, synthetic_lr_video  # noqa: E402
 from flashvsr.engine.overlap import running_on  # noqa: E402
 from flashvsr.engine.schedule import FRAMES_PER_CALL  # noqa: E402
-from flashvsr.pipeline import Upscaler, engine_config, plan_geometry, prepare_frames  # noqa: E402
+from flashvsr.pipeline import plan_geometry, prepare_frames  # noqa: E402
 
 SETTLE_FRAMES = 61  # the first call and a few steady ones: compiled, caches full
 GAP_US = 5.0  # shorter gaps are the launch pipeline's own spacing, not waiting
@@ -103,11 +103,9 @@ def main() -> int:
     ap.add_argument("--find-syncs", action="store_true")
     ap.add_argument("--out")
     args = ap.parse_args()
-    models = random_official_models(args.layers, "tiny", "cuda")
-    cfg = engine_config("tiny", "cuda", "bfloat16", local_range=11, sparse_ratio=2.0, compile=args.compile,
-                        overlap_decode=args.overlap_decode, attention_backend=args.attention_backend,
-                        decoder_frame_chunk=args.decoder_frame_chunk, offload_weights="off")  # fmt: skip
-    up = Upscaler(models, cfg)
+    up = random_upscaler(args.layers, compile=args.compile, overlap_decode=args.overlap_decode,
+                         attention_backend=args.attention_backend, decoder_frame_chunk=args.decoder_frame_chunk,
+                         offload_weights="off")  # fmt: skip
     total = SETTLE_FRAMES + args.calls * FRAMES_PER_CALL
     lr = synthetic_lr_video(total, args.height // 4, args.width // 4).pin_memory()
     geo = plan_geometry(args.height // 4, args.width // 4, width=args.width, height=args.height)

@@ -15,8 +15,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from flashvsr.bench import random_official_models, synthetic_lr_video  # noqa: E402
-from flashvsr.pipeline import Upscaler, engine_config, plan_geometry, prepare_frames  # noqa: E402
+from flashvsr.bench import random_upscaler, synthetic_lr_video  # noqa: E402
+from flashvsr.pipeline import plan_geometry, prepare_frames  # noqa: E402
 
 SETTLE_FRAMES = 61  # calls 0–5: compiles, and captures every steady-state slot plan's graph
 PROFILED_FRAMES = 16  # two steady-state calls
@@ -33,11 +33,8 @@ def main() -> int:
     ap.add_argument("--out")
     ap.add_argument("--stacks", type=int, default=0, help="also group by this many Python frames, and by input shape")
     args = ap.parse_args()
-    models = random_official_models(args.layers, "tiny", "cuda")
-    cfg = engine_config("tiny", "cuda", "bfloat16", local_range=11, sparse_ratio=2.0, compile=args.compile,
-                        cuda_graphs=not args.no_graphs, offload_weights="off",
-                        attention_backend=args.attention_backend)  # fmt: skip
-    up = Upscaler(models, cfg)
+    up = random_upscaler(args.layers, compile=args.compile, cuda_graphs=not args.no_graphs, offload_weights="off",
+                         attention_backend=args.attention_backend)  # fmt: skip
     total = SETTLE_FRAMES + PROFILED_FRAMES
     lr = synthetic_lr_video(total, args.height // 4, args.width // 4)
     geo = plan_geometry(args.height // 4, args.width // 4, width=args.width, height=args.height)

@@ -128,6 +128,13 @@ def random_official_models(layers: int, variant: str, device, seed: int = 0) -> 
     return models
 
 
+def random_upscaler(layers: int = 30, device: str = "cuda", **engine_options) -> Upscaler:
+    """An Upscaler over official-size random Tiny models in bf16 with the reference's attention
+    settings: what the device scripts in benchmarks/ time and profile."""
+    models = random_official_models(layers, "tiny", device)
+    return Upscaler(models, engine_config("tiny", device, "bfloat16", **engine_options))
+
+
 def synthetic_lr_video(frames: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
     """(T, H, W, 3) uint8: a textured scene panning and zooming slowly, with sensor-like noise."""
     gen = torch.Generator().manual_seed(seed)

@@ -69,6 +69,8 @@ def selected_first(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _triton_selected_first(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     width = mask.shape[-1]
     rows = mask.reshape(-1, width)  # a view for a slice of the last dim too
+    if rows.stride(-1) != 1:
+        rows = rows.contiguous()
     counts = torch.empty(rows.shape[0], device=mask.device, dtype=torch.int32)
     order = torch.empty(rows.shape, device=mask.device, dtype=torch.int32)
     block = max(16, 1 << (width - 1).bit_length())
