@@ -7,8 +7,8 @@ and write one JSON line per run: how each speed option changes FPS, stage times 
 
 A variant is a '+'-joined list of BenchConfig fields: a boolean's name switches it on, and
 ``name=value`` sets any other ("base": none), e.g. ``memory_limit_gb=6+kv_cache=fp8``.
-One more word is not a BenchConfig field: ``torch_kernels`` runs the block choice with torch's ops
-instead of this project's Triton kernels (flashvsr/attention/gpu_kernels.py), for an A/B in one process.
+One more word is not a BenchConfig field: ``torch_kernels`` runs torch's ops where this project's
+Triton kernels (flashvsr/kernels/) would run, for an A/B in one process.
 Works without PyAV (the CLI's video commands need it; timing does not).
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from flashvsr.attention import gpu_kernels  # noqa: E402
+from flashvsr import kernels  # noqa: E402
 from flashvsr.bench import BenchConfig, run_bench  # noqa: E402
 from flashvsr.cli import ALLOCATOR_SETTINGS  # noqa: E402
 
@@ -74,10 +74,10 @@ def main() -> int:
     p.add_argument("--layers", type=int, default=30)
     p.add_argument("--device", default="cuda")
     args = p.parse_args()
-    triton_installed = gpu_kernels.HAVE_TRITON
+    triton_installed = kernels.HAVE_TRITON
     with args.out.open("a") as sink:
         for variant in args.variants:
-            gpu_kernels.HAVE_TRITON = triton_installed and TORCH_KERNELS not in variant.split("+")
+            kernels.HAVE_TRITON = triton_installed and TORCH_KERNELS not in variant.split("+")
             result = run_bench(config_for(variant, args))
             print(f"== {variant}\n{result.table()}", flush=True)
             sink.write(json.dumps({"variant": variant, **json.loads(result.to_json())}) + "\n")

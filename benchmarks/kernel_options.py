@@ -27,9 +27,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from flashvsr.attention.gpu_kernels import HAVE_TRITON, kth_largest  # noqa: E402
 from flashvsr.attention.masks import topk_count, window_grid  # noqa: E402
 from flashvsr.config import SPARSE_REFERENCE_PIXELS, LQProjConfig  # noqa: E402
+from flashvsr.kernels import HAVE_TRITON  # noqa: E402
+from flashvsr.kernels.block_choice import kth_largest  # noqa: E402
 from flashvsr.models.tc_decoder import conv_relu  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -4,7 +4,7 @@ each head's query slice) on the steady-state shapes; all give the same value.
 
     python benchmarks/topk_threshold.py [--height 768 --width 1408]
 
-``triton`` ways are this project's radix select (flashvsr/attention/gpu_kernels.py) with each
+``triton`` ways are this project's radix select (flashvsr/kernels/block_choice.py) with each
 chunk size and warp count tried; the code's default is ``triton_4096x8``.
 """
 
@@ -19,8 +19,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from flashvsr.attention import masks  # noqa: E402
-from flashvsr.attention.gpu_kernels import HAVE_TRITON, _triton_kth_largest  # noqa: E402
 from flashvsr.config import TOKEN_PIXELS, SparseAttentionConfig  # noqa: E402
+from flashvsr.kernels import HAVE_TRITON  # noqa: E402
+from flashvsr.kernels.block_choice import _triton_kth_largest  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from flex_options import time_ms  # noqa: E402

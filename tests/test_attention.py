@@ -12,7 +12,7 @@ from flashvsr.attention.backends import (
     merge_partial_attention,
     resolve_backend,
 )
-from flashvsr.attention.gpu_kernels import selected_first
+from flashvsr.kernels.block_choice import selected_first
 from flashvsr.attention.lcsa import AttentionPlan, SlotTable
 
 

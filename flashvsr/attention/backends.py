@@ -34,7 +34,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..config import WINDOW_TOKENS
-from .gpu_kernels import selected_first
+from ..kernels.block_choice import selected_first
 
 KVPart = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # keys, values, block mask
 BlockSparseAttention = Callable[[torch.Tensor, Sequence[KVPart]], torch.Tensor]

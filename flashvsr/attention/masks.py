@@ -14,7 +14,7 @@ import math
 import torch
 
 from ..config import WINDOW, WINDOW_TOKENS
-from .gpu_kernels import kth_largest
+from ..kernels.block_choice import kth_largest
 
 
 def window_grid(tokens_h: int, tokens_w: int) -> tuple[int, int]:

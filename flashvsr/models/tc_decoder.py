@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import TCDecoderConfig
+from ..kernels import image as image_kernels
 
 LATENT_CLAMP = 3.0
 
@@ -98,10 +99,7 @@ class Upsample2x(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.is_contiguous():
             return F.interpolate(x, scale_factor=2, mode="nearest")
-        # channels-last (interpolate may answer in the other layout): each pixel becomes a 2×2 patch
-        n, c, h, w = x.shape
-        y = x.permute(0, 2, 3, 1)[:, :, None, :, None].expand(n, h, 2, w, 2, c)
-        return y.reshape(n, 2 * h, 2 * w, c).permute(0, 3, 1, 2)
+        return image_kernels.upsample2x(x)  # channels-last (interpolate may answer in the other layout)
 
 
 def lq_condition(lq: torch.Tensor, cfg: TCDecoderConfig) -> torch.Tensor:
@@ -181,8 +179,9 @@ class TCDecoder(nn.Module):
         activation memory bounded at high resolution. ``channels_last`` runs every layer in that
         memory layout (the same values; on GPUs it spares cuDNN a layout conversion around each
         convolution, given weights in that layout too). ``fused`` runs the memory blocks with
-        cuDNN's fused epilogues, and each other conv that a ReLU follows with the ReLU in its
-        epilogue (CUDA; bf16 rounding differs, see :class:`MemBlock`).
+        cuDNN's fused epilogues, each other conv that a ReLU follows with the ReLU in its
+        epilogue, and the 3-channel output conv with this project's kernel (CUDA; bf16 rounding
+        differs, see :class:`MemBlock` and flashvsr/kernels/image.py).
         """
         b, _, n, h, w = latents.shape
         layout = torch.channels_last if channels_last else torch.contiguous_format
@@ -250,6 +249,8 @@ class TCDecoder(nn.Module):
             elif how.fused and x.is_cuda and self._relu_follows(i):
                 x = conv_relu(layer, x)
                 i += 1
+            elif how.fused and i == len(self.decoder) - 1:  # 3 outputs: memory-bound, cuDNN is slow at it
+                x = image_kernels.conv3x3_narrow(x, layer.weight, layer.bias)
             elif isinstance(layer, Upsample2x):  # always followed by its TGrow
                 grow = self.decoder[i + 1]
                 x, t = grow(x), t * grow.stride

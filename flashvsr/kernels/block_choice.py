@@ -1,4 +1,4 @@
-"""This project's own GPU kernels for LCSA's block choice, each with its torch equivalent.
+"""LCSA's block choice on the GPU: the top-k threshold and the attention kernels' block tables.
 
 Per DiT layer, a steady call at 1408×768 chooses blocks for 12 (head, slice) rows of 17,424
 probabilities and builds the attention kernel's tables for 792 query windows. In torch these
@@ -7,22 +7,17 @@ kernel on the H100, benchmarks/kernel_options.py) and a dozen small kernels (cas
 scans, a scatter) per part. On CUDA with Triton each is one kernel; elsewhere, torch's ops.
 
 Both kernels give exactly what their torch forms give (the same threshold value, the same
-tables), so masks and outputs are unchanged. The tests run them in Triton's interpreter.
+tables), so masks and outputs are unchanged.
 """
 
 from __future__ import annotations
 
-import importlib.util
-
 import torch
 
-HAVE_TRITON = importlib.util.find_spec("triton") is not None
+from . import HAVE_TRITON, use_triton
+
 CHUNK = 4096  # elements a radix-select program reads at once from its row
 NUM_WARPS = 8
-
-
-def use_triton(x: torch.Tensor) -> bool:
-    return HAVE_TRITON and x.is_cuda
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,118 @@
+"""The TC decoder's full-resolution memory traffic on the GPU, in channels-last layout.
+
+At 1408×768 each output frame's last nearest 2× upsampling (384×704×128 → 768×1408×128, bf16)
+took 0.40 ms as torch's broadcast copy and the 128 → 3 output conv 0.37 ms in cuDNN
+(benchmarks/results/2026-11-22_h100_s11/call1_profile_stacks.txt): about 6 ms per 8 frames, for
+work bounded by reading 69 + 277 MB and 277 MB, ≈ 0.1 ms each at the H100's bandwidth.
+
+- :func:`upsample2x`: each pixel written as a 2×2 patch, a block of pixels × channels per
+  program. A copy: bit-identical to torch's.
+- :func:`conv3x3_narrow`: a 3×3 conv (padding 1) with few outputs, as nine tensor-core products
+  of a row of pixels' channels with the tap's weights, accumulated in float32, plus the bias,
+  rounded once. The same sums as cuDNN's in another order.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import HAVE_TRITON, use_triton
+
+UPSAMPLE_PIXELS = 16  # pixels of a row per upsampling program (× up to 128 channels)
+NARROW_OUTPUTS = 16  # the conv's outputs padded to the smallest tensor-core tile
+NARROW_PIXELS = 64  # output pixels of a row per conv program
+HALF_DTYPES = (torch.bfloat16, torch.float16)  # float32 products would run as TF32 on tensor cores
+
+
+def upsample2x(x: torch.Tensor) -> torch.Tensor:
+    """Nearest 2× upsampling of (N, C, H, W) in channels-last memory; the result keeps it."""
+    if use_triton(x) and _is_channels_last(x):
+        return _triton_upsample2x(x)
+    n, c, h, w = x.shape
+    y = x.permute(0, 2, 3, 1)[:, :, None, :, None].expand(n, h, 2, w, 2, c)
+    return y.reshape(n, 2 * h, 2 * w, c).permute(0, 3, 1, 2)
+
+
+def conv3x3_narrow(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``conv2d(x, weight, bias, padding=1)`` for a channels-last (N, C, H, W) input and at most
+    16 outputs; the result is channels-last."""
+    if use_triton(x) and _is_channels_last(x) and weight.shape[0] <= NARROW_OUTPUTS and x.dtype in HALF_DTYPES:
+        return _triton_conv3x3_narrow(x, weight, bias)
+    return F.conv2d(x, weight, bias, padding=1)
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    return x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def _triton_upsample2x(x: torch.Tensor) -> torch.Tensor:
+    n, c, h, w = x.shape
+    y = torch.empty(n, c, 2 * h, 2 * w, device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
+    block_c = max(16, min(128, 1 << (c - 1).bit_length()))
+    grid = (n * h, triton.cdiv(w, UPSAMPLE_PIXELS), triton.cdiv(c, block_c))
+    _upsample2x[grid](x, y, h, w, c, BLOCK_W=UPSAMPLE_PIXELS, BLOCK_C=block_c)
+    return y
+
+
+def packed_taps(weight: torch.Tensor) -> torch.Tensor:
+    """(out, in, 3, 3) → (9, in, 16): each tap's (in × out) matrix, outputs zero-padded to a tile."""
+    c_out, c_in = weight.shape[:2]
+    taps = weight.permute(2, 3, 1, 0).reshape(9, c_in, c_out)
+    return F.pad(taps, (0, NARROW_OUTPUTS - c_out)).contiguous()
+
+
+def _triton_conv3x3_narrow(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    n, c, h, w = x.shape
+    c_out = weight.shape[0]
+    taps = packed_taps(weight.to(x.dtype))
+    bias = torch.zeros(c_out, device=x.device) if bias is None else bias.float()
+    y = torch.empty(n, c_out, h, w, device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
+    block_k = max(16, min(128, 1 << (c - 1).bit_length()))
+    grid = (n * h, triton.cdiv(w, NARROW_PIXELS))
+    _conv3x3_narrow[grid](x, taps, bias, y, h, w, c, c_out, BLOCK_P=NARROW_PIXELS, BLOCK_K=block_k,
+                          N_PAD=NARROW_OUTPUTS)  # fmt: skip
+    return y
+
+
+if HAVE_TRITON:
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _upsample2x(x_ptr, y_ptr, H, W, C, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+        """Program (image row, pixel block, channel block): read the block once, write it 4 times."""
+        row = tl.program_id(0).to(tl.int64)  # n·H + y
+        n, y = row // H, row % H
+        xs = tl.program_id(1) * BLOCK_W + tl.arange(0, BLOCK_W)
+        cs = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+        inside = (xs[:, None] < W) & (cs[None, :] < C)
+        v = tl.load(x_ptr + (row * W + xs[:, None]) * C + cs[None, :], mask=inside)
+        for dy in tl.static_range(2):
+            out_row = n * 2 * H + 2 * y + dy
+            for dx in tl.static_range(2):
+                tl.store(y_ptr + (out_row * 2 * W + 2 * xs[:, None] + dx) * C + cs[None, :], v, mask=inside)
+
+    @triton.jit
+    def _conv3x3_narrow(x_ptr, w_ptr, b_ptr, y_ptr, H, W, C, C_OUT,
+                        BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr, N_PAD: tl.constexpr):  # fmt: skip
+        """Program (image row, pixel block): Σ over taps and channel blocks of (pixels × channels)
+        · (channels × outputs), zero outside the image (padding 1)."""
+        row = tl.program_id(0).to(tl.int64)  # n·H + y
+        n, y = row // H, row % H
+        xs = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
+        outs = tl.arange(0, N_PAD)
+        acc = tl.zeros((BLOCK_P, N_PAD), dtype=tl.float32)
+        for tap in tl.static_range(9):
+            yy = tl.zeros_like(xs) + (y + tap // 3 - 1)  # a row of the same index: masks stay tensors
+            xx = xs + tap % 3 - 1
+            pixel_ok = (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
+            src = (n * H + yy) * W + xx
+            for k0 in range(0, C, BLOCK_K):
+                ks = k0 + tl.arange(0, BLOCK_K)
+                a = tl.load(x_ptr + src[:, None] * C + ks[None, :], mask=pixel_ok[:, None] & (ks[None, :] < C), other=0.0)
+                b = tl.load(w_ptr + (tap * C + ks[:, None]) * N_PAD + outs[None, :], mask=ks[:, None] < C, other=0.0)
+                acc += tl.dot(a, b)
+        acc += tl.load(b_ptr + outs, mask=outs < C_OUT, other=0.0)[None, :]
+        keep = (xs[:, None] < W) & (outs[None, :] < C_OUT)
+        tl.store(y_ptr + (row * W + xs[:, None]) * C_OUT + outs[None, :], acc.to(y_ptr.dtype.element_ty), mask=keep)

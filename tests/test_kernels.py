@@ -1,0 +1,162 @@
+"""This project's Triton kernels give what their torch forms give: exactly for LCSA's threshold
+(the k-th largest value per row, as ``kthvalue``), the attention kernels' block tables and the
+decoder's upsampling; within rounding for the decoder's 3-channel output conv.
+
+The kernels run on the CPU in Triton's interpreter (a subprocess, since the interpreter is chosen
+when a kernel is defined; its products are wrong for bfloat16, so the conv is checked in
+float16 there) and, on a GPU, compiled.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from flashvsr.attention import masks
+from flashvsr.kernels import HAVE_TRITON
+from flashvsr.kernels.block_choice import kth_largest, selected_first
+from flashvsr.kernels.image import conv3x3_narrow, upsample2x
+
+
+def reference(x: torch.Tensor, k: int) -> torch.Tensor:
+    return x.kthvalue(x.shape[-1] - k, dim=-1, keepdim=True).values
+
+
+def test_k_outside_the_row_is_an_error():
+    with pytest.raises(ValueError, match="outside 0…9"):
+        kth_largest(torch.zeros(2, 10), 10)
+
+
+def test_the_threshold_keeps_exactly_k_values_above_it_without_ties():
+    x = torch.randn(3, 4, 500)
+    for k in (0, 1, 250, 499):
+        t = kth_largest(x, k)
+        assert t.shape == (3, 4, 1)
+        assert ((x > t).sum(-1) == k).all()
+
+
+# Rows as LCSA makes them: a steady call's 12 (head, slice) rows of 66 softmax rows over 264
+# windows (1408×768), many exact zeros from the local mask; then ties, signs, ±0, tiny values,
+# a row that is not a multiple of the kernel's chunk, and the extreme ranks.
+BLOCK_CHOICE_CASES = textwrap.dedent(
+    """
+    import torch
+    from flashvsr.kernels import block_choice as K
+
+    def check(x, k):
+        got = K._triton_kth_largest(x, k)
+        want = x.kthvalue(x.shape[-1] - k, dim=-1, keepdim=True).values
+        assert got.shape == want.shape, (got.shape, want.shape)
+        assert torch.equal(got, want), (k, got.flatten()[:4], want.flatten()[:4])
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(12, 66, 264, generator=g)
+    scores[:, :, ::3] = float("-inf")
+    probs = scores.softmax(-1).reshape(12, 66 * 264)
+    check(probs, 7919)
+    check(probs, 0)
+    check(probs, probs.shape[-1] - 1)
+    ties = torch.tensor([[1.0, 1.0, 1.0, -2.0, -0.0, 0.0, 3.0, -5.5, 1e-30, -1e-30, 1e-45, float("inf")]])
+    for k in range(ties.shape[-1]):
+        check(ties, k)
+    check(torch.randn(2, 3, 5001, generator=g), 1234)
+
+    def check_tables(mask):
+        want = K.selected_first(mask.cpu())  # the torch form: the mask is on the CPU
+        got = K._triton_selected_first(mask)
+        assert all(torch.equal(a, b) for a, b in zip(got, want)), mask.shape
+
+    selected = torch.rand(1, 12, 66, 264, generator=g) < 0.45  # a steady call's [cached, current] windows
+    check_tables(selected[..., 198:])  # the current part: a slice of each row
+    check_tables(selected[..., :198].contiguous())
+    for density in (0.0, 1.0):
+        check_tables(torch.rand(2, 3, 5, 37, generator=g) < density)
+    check_tables(torch.rand(4, 1, generator=g) < 0.5)
+    print("ok")
+    """
+)
+
+
+# The decoder's kernels on channels-last frames: odd sizes, channels that are not a power of two,
+# the official head's 128 → 3 conv, and one with 5 outputs and no bias.
+IMAGE_CASES = textwrap.dedent(
+    """
+    import torch
+    import torch.nn.functional as F
+    from flashvsr.kernels import image as K
+
+    g = torch.Generator().manual_seed(0)
+    cl = torch.channels_last
+    for dtype in (torch.float32, torch.bfloat16):
+        for shape in ((2, 40, 5, 19), (1, 128, 3, 33)):
+            x = torch.randn(*shape, generator=g).to(dtype).contiguous(memory_format=cl)
+            got = K._triton_upsample2x(x)
+            assert got.is_contiguous(memory_format=cl)
+            assert torch.equal(got, K.upsample2x(x)), shape  # the torch form: x is on the CPU
+            assert torch.equal(got, F.interpolate(x.contiguous(), scale_factor=2, mode="nearest"))
+    for c_in, c_out, bias in ((128, 3, True), (40, 5, False)):
+        x = torch.randn(2, c_in, 7, 70, generator=g).half().contiguous(memory_format=cl)
+        w = (torch.randn(c_out, c_in, 3, 3, generator=g) * c_in**-0.5).half()
+        b = torch.randn(c_out, generator=g).half() if bias else None
+        got = K._triton_conv3x3_narrow(x, w, b)
+        want = F.conv2d(x.float(), w.float(), None if b is None else b.float(), padding=1)
+        assert got.is_contiguous(memory_format=cl) and got.shape == want.shape
+        assert (got.float() - want).abs().max() <= 2e-3 * want.abs().max(), (c_in, c_out)  # float16 rounding
+    print("ok")
+    """
+)
+
+
+def run_in_interpreter(script: str) -> None:
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
+
+
+@pytest.mark.skipif(not HAVE_TRITON, reason="Triton is not installed (pip install triton)")
+def test_the_block_choice_kernels_give_the_torch_results_in_the_interpreter():
+    run_in_interpreter(BLOCK_CHOICE_CASES)
+
+
+@pytest.mark.skipif(not HAVE_TRITON, reason="Triton is not installed (pip install triton)")
+def test_the_decoder_kernels_give_the_torch_results_in_the_interpreter():
+    run_in_interpreter(IMAGE_CASES)
+
+
+@pytest.mark.skipif(not (HAVE_TRITON and torch.cuda.is_available()), reason="the compiled kernel needs a GPU")
+def test_on_a_gpu_the_masks_are_those_of_kthvalue():
+    g = torch.Generator().manual_seed(1)
+    for shape, k in (((12, 17424), 7919), ((36, 13068), 7919), ((12, 72900), 16199)):
+        probs = torch.rand(shape, generator=g).cuda().softmax(-1)
+        assert torch.equal(kth_largest(probs, k), reference(probs, k))
+    scores = torch.randn(1, 12, 66, 264, generator=g).cuda()
+    local = masks.local_window_mask(6, 11, 11, device="cuda")
+    probs = scores.masked_fill(~local.repeat(1, 4), float("-inf")).softmax(-1).view(1, 12, 1, -1)
+    want = (probs > reference(probs, 7919)).view(1, 12, 66, 264)
+    assert torch.equal(masks.select_blocks(scores, local, 66, 7919), want)
+    compiled = torch.compile(masks.select_blocks, fullgraph=True)  # as --compile runs it: no graph break
+    assert torch.equal(compiled(scores, local, 66, 7919), want)
+    current = want[..., 198:]
+    assert all(torch.equal(a.cpu(), b) for a, b in zip(selected_first(current), selected_first(current.cpu())))
+
+
+@pytest.mark.skipif(not (HAVE_TRITON and torch.cuda.is_available()), reason="the compiled kernels need a GPU")
+def test_on_a_gpu_the_decoder_kernels_match_cudnn():
+    cl = torch.channels_last
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(1, 128, 96, 176, generator=g).cuda().bfloat16().contiguous(memory_format=cl)
+    up = upsample2x(x)
+    assert up.is_contiguous(memory_format=cl)
+    assert torch.equal(up, torch.nn.functional.interpolate(x.contiguous(), scale_factor=2, mode="nearest"))
+    w = (torch.randn(3, 128, 3, 3, generator=g) * 128**-0.5).cuda().bfloat16().contiguous(memory_format=cl)
+    b = torch.randn(3, generator=g).cuda().bfloat16()
+    got = conv3x3_narrow(up, w, b)
+    want = torch.nn.functional.conv2d(up, w, b, padding=1)
+    exact = torch.nn.functional.conv2d(up.double(), w.double(), b.double(), padding=1)
+    assert got.is_contiguous(memory_format=cl)
+    assert (got.double() - exact).abs().max() <= (want.double() - exact).abs().max() * 1.01 + 1e-6  # rounded once, as cuDNN
