@@ -194,6 +194,18 @@ def test_a_file_that_is_not_a_video_shows_why(page, server, tmp_path):
     sync_api.expect(page.locator(".upload", has_text="holiday-notes.txt")).to_have_count(0)
 
 
+def test_files_chosen_before_the_server_answers_are_not_lost(page, server, tmp_path):
+    """A busy server answers the page's first request late; files chosen meanwhile wait for it."""
+    clip = write_video(tmp_path / "early-pick.mp4", 6, 48, 32)
+    held = []
+    page.route("**/api/info", lambda route: held.append(route))  # answered when the test lets it through
+    page.goto(server.url)
+    page.set_input_files("#file-input", str(clip))
+    assert len(held) == 1
+    held[0].continue_()
+    sync_api.expect(page.locator(".upload", has_text="early-pick.mp4").locator(".props")).to_contain_text("48 × 32")
+
+
 def test_the_page_says_when_no_model_is_available(page, monkeypatch, tmp_path):
     """No --weights and no bundled model: the page says what to do, and starting says it again."""
     monkeypatch.setattr("flashvsr.ui.models.BUNDLED_DIR", tmp_path / "not-installed")

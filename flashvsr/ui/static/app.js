@@ -28,6 +28,7 @@ const $ = (id) => document.getElementById(id);
 
 const state = {
   info: null,
+  infoLoaded: null,     // the /api/info request: files chosen before it answers wait for it
   uploads: new Map(),   // upload id → {data, element}
   jobs: new Map(),      // job id → {data, element}
   pollTimer: null,
@@ -135,15 +136,16 @@ function addMessage(id, text) {
 // Start-up: what the server offers
 
 async function start() {
+  state.infoLoaded = api("GET", "/api/info");
+  bindUploads();  // at once: a file chosen while a busy server answers must not be lost
   try {
-    state.info = await api("GET", "/api/info");
+    state.info = await state.infoLoaded;
   } catch (e) {
     $("server-status").textContent = `server not reachable: ${e.message}`;
     return;
   }
   fillSettings(state.info);
   bindSettings();
-  bindUploads();
   bindPlayer();
   const { uploads } = await api("GET", "/api/uploads");
   uploads.forEach((u) => showUpload(u, false));  // from before a reload: not picked again by surprise
@@ -308,6 +310,12 @@ function bindUploads() {
 
 async function addFiles(files) {
   showMessage("upload-error", "");
+  try {
+    await state.infoLoaded;  // the upload limit and the page's settings come with it
+  } catch (e) {
+    addMessage("upload-error", `cannot upload: the server is not reachable (${e.message})`);
+    return;
+  }
   for (const file of files) await addFile(file);  // one at a time: the disk and the network are shared
 }
 
