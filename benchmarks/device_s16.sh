@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Device runs planned for session 16 (session 15 had no device time; see issue 4's notes). FlashAttention-4
 # goes to /tmp/fa4site, which stays while the machine is warm even when a later call carries other paths.
-# PART=kernels (carry .whl; installs FA4): session 15's Triton kernels for the block choice (threshold, tables):
-#   their CUDA tests, the threshold's chunk and warp sweep at 1408×768 and 1080p, then the pipeline with and
-#   without them (torch_kernels) in one process, with overlap, at 1408×768.
+# PART=kernels (carry .whl; installs FA4): session 15's Triton kernels (flashvsr/kernels: the block choice's
+#   threshold and tables, the decoder's upsampling and output conv): their CUDA tests, each against the ops it
+#   replaces (kernel_options.py), the threshold's chunk and warp sweep at 1408×768 and 1080p, then the pipeline
+#   with and without them (torch_kernels) in one process, with overlap, at 1408×768.
 # PART=memory (carry .whl; installs FA4): peak allocated and reserved memory with and without overlap (each
 #   variant's models freed first), and FP8 linears' speed, at 1408×768. PART=tight: overlap on an 11 GB budget
 #   (the planner's overlap term: tiles chosen, no out-of-memory, speed). PART=hd: PART=memory at 1080p.
@@ -17,6 +18,7 @@ export PYTHONPATH=$PWD:$FA4_SITE:$FA4_SITE/nvidia_cutlass_dsl/dsl_packages
 show() { grep -v Warn | grep -A6 "^=="; }
 if [ "$PART" = kernels ]; then
     python -m pytest -q tests/test_kernels.py tests/test_attention.py 2>&1 | tail -n 4 | tee "$OUT/pytest_kernels.txt"
+    python benchmarks/kernel_options.py --cases decoder topk --json "$OUT/kernel_options.jsonl" 2>&1 | grep -v -i warn | tail -n 40
     for size in "768 1408" "1152 1920"; do
         set -- $size
         python benchmarks/topk_threshold.py --height "$1" --width "$2" 2>&1 | grep -v -i warn | tee -a "$OUT/topk_threshold.jsonl"

@@ -5,7 +5,9 @@ timed against the op it would replace, with the largest difference between their
     python benchmarks/kernel_options.py [--height 768 --width 1408] [--json OUT.jsonl] [--cases upsample ffn …]
 
 - ``head_relu``: the TC decoder's full-resolution conv + in-place ReLU, or cuDNN's fused conv-ReLU.
-- ``last_conv``: its 128 → 3 output conv, or the same weights padded with zero outputs to 8 / 16.
+- ``last_conv``: its 128 → 3 output conv, or the same weights padded with zero outputs to 8 / 16, or
+  this project's Triton kernel per block size; ``upsample``: the nearest 2× upsampling before it as
+  torch's broadcast copy, ``interpolate``, or this project's Triton kernel (case ``upsample_last``).
 - ``upsample_conv``: its last nearest 2× upsampling (a copy) then the head conv + ReLU, or one
   transposed conv (``upsampled_conv``) + ReLU.
 - ``lr_conv1`` / ``lr_conv2``: the LR projection's time convs as 2-D convs (weights flattened on
@@ -19,6 +21,7 @@ timed against the op it would replace, with the largest difference between their
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -31,6 +34,7 @@ from flashvsr.attention.masks import topk_count, window_grid  # noqa: E402
 from flashvsr.config import SPARSE_REFERENCE_PIXELS, LQProjConfig  # noqa: E402
 from flashvsr.kernels import HAVE_TRITON  # noqa: E402
 from flashvsr.kernels.block_choice import kth_largest  # noqa: E402
+from flashvsr.kernels.image import _triton_conv3x3_narrow, _triton_upsample2x  # noqa: E402
 from flashvsr.models.tc_decoder import conv_relu  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -74,8 +78,29 @@ def decoder_cases(h: int, w: int, rows: list, iters: int) -> None:
         bp = torch.cat([bias, bias.new_zeros(n - 3)])
         return lambda: F.conv2d(x, wp, bp, padding=1)[:, :3]
 
-    compare("last_conv", {"3 outputs": lambda: F.conv2d(x, last, bias, padding=1),
-                          "padded to 8": padded(8), "padded to 16": padded(16)}, rows, iters)  # fmt: skip
+    ways = {"3 outputs": lambda: F.conv2d(x, last, bias, padding=1), "padded to 8": padded(8),
+            "padded to 16": padded(16)}  # fmt: skip
+    if HAVE_TRITON:
+        for pixels in (32, 64, 128):
+            for warps in (4, 8):
+                ways[f"triton {pixels} px × {warps} warps"] = functools.partial(
+                    _triton_conv3x3_narrow, x, last, bias, pixels, warps)  # fmt: skip
+    compare("last_conv", ways, rows, iters)
+    low = randn(1, 128, h // 2, w // 2, layout=cl)
+    ways = {"broadcast copy": lambda: _torch_upsample(low),
+            "interpolate": lambda: F.interpolate(low, scale_factor=2, mode="nearest")}  # fmt: skip
+    if HAVE_TRITON:
+        for pixels in (8, 16, 32):
+            for warps in (2, 4, 8):
+                ways[f"triton {pixels} px × {warps} warps"] = functools.partial(_triton_upsample2x, low, pixels, warps)
+    compare("upsample_last", ways, rows, iters)
+
+
+def _torch_upsample(x: torch.Tensor) -> torch.Tensor:
+    """The broadcast copy that upsample2x replaces where Triton runs."""
+    n, c, h, w = x.shape
+    y = x.permute(0, 2, 3, 1)[:, :, None, :, None].expand(n, h, 2, w, 2, c)
+    return y.reshape(n, 2 * h, 2 * w, c).permute(0, 3, 1, 2)
 
 
 # Nearest 2× upsampling then a 3×3 conv (padding 1) equals a stride-2 transposed conv with a 4×4

@@ -46,12 +46,12 @@ def _is_channels_last(x: torch.Tensor) -> bool:
     return x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last)
 
 
-def _triton_upsample2x(x: torch.Tensor) -> torch.Tensor:
+def _triton_upsample2x(x: torch.Tensor, pixels: int = UPSAMPLE_PIXELS, num_warps: int = 4) -> torch.Tensor:
     n, c, h, w = x.shape
     y = torch.empty(n, c, 2 * h, 2 * w, device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
     block_c = max(16, min(128, 1 << (c - 1).bit_length()))
-    grid = (n * h, triton.cdiv(w, UPSAMPLE_PIXELS), triton.cdiv(c, block_c))
-    _upsample2x[grid](x, y, h, w, c, BLOCK_W=UPSAMPLE_PIXELS, BLOCK_C=block_c)
+    grid = (n * h, triton.cdiv(w, pixels), triton.cdiv(c, block_c))
+    _upsample2x[grid](x, y, h, w, c, BLOCK_W=pixels, BLOCK_C=block_c, num_warps=num_warps)
     return y
 
 
@@ -62,16 +62,18 @@ def packed_taps(weight: torch.Tensor) -> torch.Tensor:
     return F.pad(taps, (0, NARROW_OUTPUTS - c_out)).contiguous()
 
 
-def _triton_conv3x3_narrow(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def _triton_conv3x3_narrow(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, pixels: int = NARROW_PIXELS, num_warps: int = 4
+) -> torch.Tensor:
     n, c, h, w = x.shape
     c_out = weight.shape[0]
     taps = packed_taps(weight.to(x.dtype))
     bias = torch.zeros(c_out, device=x.device) if bias is None else bias.float()
     y = torch.empty(n, c_out, h, w, device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
     block_k = max(16, min(128, 1 << (c - 1).bit_length()))
-    grid = (n * h, triton.cdiv(w, NARROW_PIXELS))
-    _conv3x3_narrow[grid](x, taps, bias, y, h, w, c, c_out, BLOCK_P=NARROW_PIXELS, BLOCK_K=block_k,
-                          N_PAD=NARROW_OUTPUTS)  # fmt: skip
+    grid = (n * h, triton.cdiv(w, pixels))
+    _conv3x3_narrow[grid](x, taps, bias, y, h, w, c, c_out, BLOCK_P=pixels, BLOCK_K=block_k, N_PAD=NARROW_OUTPUTS,
+                          num_warps=num_warps)  # fmt: skip
     return y
 
 
