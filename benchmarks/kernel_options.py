@@ -7,7 +7,8 @@ timed against the op it would replace, with the largest difference between their
 - ``head_relu``: the TC decoder's full-resolution conv + in-place ReLU, or cuDNN's fused conv-ReLU.
 - ``last_conv``: its 128 → 3 output conv, or the same weights padded with zero outputs to 8 / 16, or
   this project's Triton kernel per block size; ``upsample``: the nearest 2× upsampling before it as
-  torch's broadcast copy, ``interpolate``, or this project's Triton kernel (case ``upsample_last``).
+  torch's broadcast copy, ``interpolate``, or this project's Triton kernel (case ``upsample_last``);
+  the temporal growth's regrouping copy, or its Triton kernel (``regroup_last``).
 - ``upsample_conv``: its last nearest 2× upsampling (a copy) then the head conv + ReLU, or one
   transposed conv (``upsampled_conv``) + ReLU.
 - ``lr_conv1`` / ``lr_conv2``: the LR projection's time convs as 2-D convs (weights flattened on
@@ -34,7 +35,11 @@ from flashvsr.attention.masks import topk_count, window_grid  # noqa: E402
 from flashvsr.config import SPARSE_REFERENCE_PIXELS, LQProjConfig  # noqa: E402
 from flashvsr.kernels import HAVE_TRITON  # noqa: E402
 from flashvsr.kernels.block_choice import kth_largest  # noqa: E402
-from flashvsr.kernels.image import _triton_conv3x3_narrow, _triton_upsample2x  # noqa: E402
+from flashvsr.kernels.image import (  # noqa: E402
+    _triton_conv3x3_narrow,
+    _triton_frames_from_channel_groups,
+    _triton_upsample2x,
+)
 from flashvsr.models.tc_decoder import conv_relu  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -94,6 +99,18 @@ def decoder_cases(h: int, w: int, rows: list, iters: int) -> None:
             for warps in (2, 4, 8):
                 ways[f"triton {pixels} px × {warps} warps"] = functools.partial(_triton_upsample2x, low, pixels, warps)
     compare("upsample_last", ways, rows, iters)
+    grown = randn(2, 256, h // 2, w // 2, layout=cl)  # the last temporal growth's output, 2 frames
+    ways = {"strided copy": lambda: _torch_regroup(grown)}
+    if HAVE_TRITON:
+        ways["triton"] = lambda: _triton_frames_from_channel_groups(grown, 2)
+    compare("regroup_last", ways, rows, iters)
+
+
+def _torch_regroup(y: torch.Tensor, groups: int = 2) -> torch.Tensor:
+    """The strided copy that frames_from_channel_groups replaces where Triton runs."""
+    t, gc, h, w = y.shape
+    y = y.permute(0, 2, 3, 1).reshape(t, h, w, groups, gc // groups).permute(0, 3, 1, 2, 4)
+    return y.reshape(t * groups, h, w, gc // groups).contiguous().permute(0, 3, 1, 2)
 
 
 def _torch_upsample(x: torch.Tensor) -> torch.Tensor:

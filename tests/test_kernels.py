@@ -20,7 +20,7 @@ import torch
 from flashvsr.attention import masks
 from flashvsr.kernels import HAVE_TRITON
 from flashvsr.kernels.block_choice import kth_largest, selected_first
-from flashvsr.kernels.image import conv3x3_narrow, upsample2x
+from flashvsr.kernels.image import conv3x3_narrow, frames_from_channel_groups, upsample2x
 
 
 def reference(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -99,6 +99,12 @@ IMAGE_CASES = textwrap.dedent(
             assert got.is_contiguous(memory_format=cl)
             assert torch.equal(got, K.upsample2x(x)), shape  # the torch form: x is on the CPU
             assert torch.equal(got, F.interpolate(x.contiguous(), scale_factor=2, mode="nearest"))
+    for t, groups, c in ((1, 2, 128), (2, 2, 40), (3, 4, 16)):
+        y = torch.randn(t, groups * c, 5, 19, generator=g).to(torch.bfloat16).contiguous(memory_format=cl)
+        got = K._triton_frames_from_channel_groups(y, groups)
+        want = y.contiguous().reshape(t * groups, c, 5, 19)  # NCHW: group j of frame t is frame t·G + j
+        assert got.is_contiguous(memory_format=cl) and torch.equal(got, want), (t, groups, c)
+        assert torch.equal(K.frames_from_channel_groups(y, groups), want)
     for c_in, c_out, bias in ((128, 3, True), (40, 5, False)):
         x = torch.randn(2, c_in, 7, 70, generator=g).half().contiguous(memory_format=cl)
         w = (torch.randn(c_out, c_in, 3, 3, generator=g) * c_in**-0.5).half()
@@ -153,6 +159,8 @@ def test_on_a_gpu_the_decoder_kernels_match_cudnn():
     up = upsample2x(x)
     assert up.is_contiguous(memory_format=cl)
     assert torch.equal(up, torch.nn.functional.interpolate(x.contiguous(), scale_factor=2, mode="nearest"))
+    grown = torch.randn(2, 256, 48, 88, generator=g).cuda().bfloat16().contiguous(memory_format=cl)
+    assert torch.equal(frames_from_channel_groups(grown, 2), grown.contiguous().reshape(4, 128, 48, 88))
     w = (torch.randn(3, 128, 3, 3, generator=g) * 128**-0.5).cuda().bfloat16().contiguous(memory_format=cl)
     b = torch.randn(3, generator=g).cuda().bfloat16()
     got = conv3x3_narrow(up, w, b)

@@ -90,9 +90,7 @@ class TGrow(nn.Module):
         y = self.conv(x)
         if y.is_contiguous():
             return y.reshape(t * self.stride, c, h, w)
-        # channels-last: memory is (t, h, w, group, c); regroup it to (t·group, h, w, c), same layout
-        y = y.permute(0, 2, 3, 1).reshape(t, h, w, self.stride, c).permute(0, 3, 1, 2, 4)
-        return y.reshape(t * self.stride, h, w, c).contiguous().permute(0, 3, 1, 2)
+        return image_kernels.frames_from_channel_groups(y, self.stride)  # channels-last: a regrouping copy
 
 
 class Upsample2x(nn.Module):
