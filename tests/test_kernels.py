@@ -168,3 +168,5 @@ def test_on_a_gpu_the_decoder_kernels_match_cudnn():
     exact = torch.nn.functional.conv2d(up.double(), w.double(), b.double(), padding=1)
     assert got.is_contiguous(memory_format=cl)
     assert (got.double() - exact).abs().max() <= (want.double() - exact).abs().max() * 1.01 + 1e-6  # rounded once, as cuDNN
+    trained = x.detach().requires_grad_()  # training: autograd must see the op, so torch's form runs
+    assert upsample2x(trained).grad_fn is not None and conv3x3_narrow(up, w.requires_grad_(), b).grad_fn is not None

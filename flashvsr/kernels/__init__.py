@@ -18,7 +18,10 @@ import torch
 HAVE_TRITON = importlib.util.find_spec("triton") is not None
 
 
-def use_triton(x: torch.Tensor) -> bool:
-    """Whether this project's Triton kernels serve ``x`` (benchmarks switch ``HAVE_TRITON`` off
-    for an A/B against the torch forms)."""
-    return HAVE_TRITON and x.is_cuda
+def use_triton(*tensors: torch.Tensor) -> bool:
+    """Whether this project's Triton kernels serve these inputs: on CUDA, and not where autograd
+    must see the op (training), since the kernels have no backward. Benchmarks switch
+    ``HAVE_TRITON`` off for an A/B against the torch forms."""
+    if not (HAVE_TRITON and tensors[0].is_cuda):
+        return False
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))

@@ -51,7 +51,8 @@ def frames_from_channel_groups(y: torch.Tensor, groups: int) -> torch.Tensor:
 def conv3x3_narrow(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``conv2d(x, weight, bias, padding=1)`` for a channels-last (N, C, H, W) input and at most
     16 outputs; the result is channels-last."""
-    if use_triton(x) and _is_channels_last(x) and weight.shape[0] <= NARROW_OUTPUTS and x.dtype in HALF_DTYPES:
+    usable = weight.shape[0] <= NARROW_OUTPUTS and x.dtype in HALF_DTYPES and _is_channels_last(x)
+    if usable and use_triton(x, weight, *([] if bias is None else [bias])):
         return _triton_conv3x3_narrow(x, weight, bias)
     return F.conv2d(x, weight, bias, padding=1)
 
