@@ -203,7 +203,9 @@ def test_files_chosen_before_the_server_answers_are_not_lost(page, server, tmp_p
     page.set_input_files("#file-input", str(clip))
     assert len(held) == 1
     held[0].continue_()
-    sync_api.expect(page.locator(".upload", has_text="early-pick.mp4").locator(".props")).to_contain_text("48 × 32")
+    upload = page.locator(".upload", has_text="early-pick.mp4")
+    sync_api.expect(upload.first.locator(".props")).to_contain_text("48 × 32")
+    sync_api.expect(upload).to_have_count(1)  # once, though the page's start-up also lists the server's uploads
 
 
 def test_the_page_says_when_no_model_is_available(page, monkeypatch, tmp_path):

@@ -352,6 +352,12 @@ function uploadElement(name) {
 }
 
 function showUpload(data, picked = true) {
+  const shown = state.uploads.get(data.id);
+  if (shown) {  // listed by the page's start-up while its own upload of it finished
+    if (picked) shown.element.querySelector(".pick").checked = true;
+    updateStartButton();
+    return;
+  }
   const element = uploadElement(data.name);
   element.dataset.uploadId = data.id;
   const pick = element.querySelector(".pick");
