@@ -13,6 +13,8 @@ timed against the op it would replace, with the largest difference between their
   transposed conv (``upsampled_conv``) + ReLU.
 - ``lr_conv1`` / ``lr_conv2``: the LR projection's time convs as 2-D convs (weights flattened on
   each call, NCHW), with the 2-D weights stored channels-last once, or as unfold + one matmul.
+- ``lr_windows``: those convs' inputs (history + clip, replicate-padded, stacked on channels) by
+  torch's three copies or this project's Triton gather.
 - ``topk``: LCSA's per-slice threshold (the (k+1)-th largest) by unsorted top-k, kthvalue, sort,
   and this project's Triton radix select.
 - ``ffn_gelu``: the FFN's first linear then GELU(tanh), or cuBLASLt's GELU epilogue (and in float32,
@@ -35,6 +37,7 @@ from flashvsr.attention.masks import topk_count, window_grid  # noqa: E402
 from flashvsr.config import SPARSE_REFERENCE_PIXELS, LQProjConfig  # noqa: E402
 from flashvsr.kernels import HAVE_TRITON  # noqa: E402
 from flashvsr.kernels.block_choice import kth_largest  # noqa: E402
+from flashvsr.kernels.time_windows import _triton_stacked  # noqa: E402
 from flashvsr.kernels.image import (  # noqa: E402
     _triton_conv3x3_narrow,
     _triton_frames_from_channel_groups,
@@ -173,6 +176,28 @@ def lr_cases(h: int, w: int, rows: list, iters: int) -> None:
         }, rows, iters)  # fmt: skip
 
 
+def lr_window_cases(h: int, w: int, rows: list, iters: int) -> None:
+    """The LR projection's conv inputs (history + clip, padded, stacked on channels) per clip."""
+    cfg = LQProjConfig()
+    gh, gw = h // cfg.unshuffle, w // cfg.unshuffle
+    clip = randn(1, cfg.unshuffled_channels, 4, gh, gw)  # as the unshuffle leaves it
+    conv1_out = randn(2, gh, gw, cfg.hidden1).permute(0, 3, 1, 2).unflatten(0, (1, 2)).transpose(1, 2)
+    for name, x, hist in (("lr_windows_conv1", clip, clip[:, :, -2:].clone()),
+                          ("lr_windows_conv2", conv1_out, conv1_out[:, :, -2:].clone())):  # fmt: skip
+        ways = {"cat + pad + stack": functools.partial(_torch_stacked, x, hist)}
+        if HAVE_TRITON:
+            ways["triton"] = functools.partial(_triton_stacked, x, hist, 0, 4, 2, (1, 1))
+        compare(name, ways, rows, iters)
+
+
+def _torch_stacked(x: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+    """The three copies that stacked_time_windows replaces where Triton runs."""
+    x = F.pad(torch.cat([history, x], dim=2), (1, 1, 1, 1, 0, 0), mode="replicate")
+    windows = x.unfold(2, 4, 2)
+    b, c, steps, hh, ww, _ = windows.shape
+    return windows.permute(0, 2, 3, 4, 1, 5).reshape(b * steps, hh, ww, c * 4).permute(0, 3, 1, 2)
+
+
 def topk_cases(h: int, w: int, rows: list, iters: int) -> None:
     windows = window_grid(h // 16, w // 16)[0] * window_grid(h // 16, w // 16)[1]
     k = topk_count(windows, 2.0 * SPARSE_REFERENCE_PIXELS / (h * w))  # sparse ratio 2
@@ -210,7 +235,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=1408)
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--cases", nargs="*", choices=["decoder", "upsample", "lr", "topk", "ffn"],
+    parser.add_argument("--cases", nargs="*", choices=["decoder", "upsample", "lr", "lr_windows", "topk", "ffn"],
                         help="groups to run (default: all)")
     args = parser.parse_args()
     torch.backends.cudnn.benchmark = True
@@ -219,6 +244,7 @@ def main() -> None:
         "decoder": lambda: decoder_cases(args.height, args.width, rows, args.iters),
         "upsample": lambda: upsample_cases(args.height, args.width, rows, args.iters),
         "lr": lambda: lr_cases(args.height, args.width, rows, args.iters),
+        "lr_windows": lambda: lr_window_cases(args.height, args.width, rows, args.iters),
         "topk": lambda: topk_cases(args.height, args.width, rows, args.iters),
         "ffn": lambda: ffn_cases(2 * (args.height // 16) * (args.width // 16), rows, args.iters),
     }

@@ -1,6 +1,7 @@
 """This project's Triton kernels give what their torch forms give: exactly for LCSA's threshold
-(the k-th largest value per row, as ``kthvalue``), the attention kernels' block tables and the
-decoder's upsampling; within rounding for the decoder's 3-channel output conv.
+(the k-th largest value per row, as ``kthvalue``), the attention kernels' block tables, the
+decoder's upsampling and regrouping and the LR projection's stacked windows; within rounding for
+the decoder's 3-channel output conv.
 
 The kernels run on the CPU in Triton's interpreter (a subprocess, since the interpreter is chosen
 when a kernel is defined; its products are wrong for bfloat16, so the conv is checked in
@@ -21,6 +22,7 @@ from flashvsr.attention import masks
 from flashvsr.kernels import HAVE_TRITON
 from flashvsr.kernels.block_choice import kth_largest, selected_first
 from flashvsr.kernels.image import conv3x3_narrow, frames_from_channel_groups, upsample2x
+from flashvsr.kernels.time_windows import stacked_time_windows
 
 
 def reference(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -117,6 +119,28 @@ IMAGE_CASES = textwrap.dedent(
     """
 )
 
+# The LR projection's stacked time windows: a clip as the unshuffle leaves it (NCDHW) with front
+# padding, with its cached history, a channels-last conv output as the next conv's input, a batch.
+TIME_WINDOW_CASES = textwrap.dedent(
+    """
+    import torch
+    from flashvsr.kernels import time_windows as K
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 40, 4, 6, 11, generator=g).to(torch.bfloat16)
+    conv_out = torch.randn(2, 48, 6, 11, generator=g).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    y = conv_out.unflatten(0, (1, 2)).transpose(1, 2)  # (1, 48, 2, 6, 11), channels innermost
+    batch = torch.randn(2, 40, 5, 6, 11, generator=g)
+    cases = [(x, None, 2), (x, torch.randn(1, 40, 2, 6, 11, generator=g).to(torch.bfloat16), 0),
+             (y, y[:, :, -2:].clone(), 0), (batch[:, :, 2:], batch[:, :, :2], 1)]
+    for clip, history, front in cases:
+        got = K._triton_stacked(clip, history, front, 4, 2, (1, 1))
+        want = K.stacked_time_windows(clip, history, front, 4, 2, (1, 1))  # the torch form: on the CPU
+        assert got.is_contiguous(memory_format=torch.channels_last) and torch.equal(got, want), clip.shape
+    print("ok")
+    """
+)
+
 
 def run_in_interpreter(script: str) -> None:
     env = dict(os.environ, TRITON_INTERPRET="1")
@@ -132,6 +156,11 @@ def test_the_block_choice_kernels_give_the_torch_results_in_the_interpreter():
 @pytest.mark.skipif(not HAVE_TRITON, reason="Triton is not installed (pip install triton)")
 def test_the_decoder_kernels_give_the_torch_results_in_the_interpreter():
     run_in_interpreter(IMAGE_CASES)
+
+
+@pytest.mark.skipif(not HAVE_TRITON, reason="Triton is not installed (pip install triton)")
+def test_the_lr_projection_windows_give_the_torch_result_in_the_interpreter():
+    run_in_interpreter(TIME_WINDOW_CASES)
 
 
 @pytest.mark.skipif(not (HAVE_TRITON and torch.cuda.is_available()), reason="the compiled kernel needs a GPU")
@@ -170,3 +199,14 @@ def test_on_a_gpu_the_decoder_kernels_match_cudnn():
     assert (got.double() - exact).abs().max() <= (want.double() - exact).abs().max() * 1.01 + 1e-6  # rounded once, as cuDNN
     trained = x.detach().requires_grad_()  # training: autograd must see the op, so torch's form runs
     assert upsample2x(trained).grad_fn is not None and conv3x3_narrow(up, w.requires_grad_(), b).grad_fn is not None
+
+
+@pytest.mark.skipif(not (HAVE_TRITON and torch.cuda.is_available()), reason="the compiled kernels need a GPU")
+def test_on_a_gpu_the_lr_projection_windows_are_torchs():
+    g = torch.Generator().manual_seed(3)
+    clip = torch.randn(1, 768, 4, 48, 88, generator=g).cuda().bfloat16()
+    history = torch.randn(1, 768, 2, 48, 88, generator=g).cuda().bfloat16()
+    for hist, front in ((None, 2), (history, 0)):
+        got = stacked_time_windows(clip, hist, front, 4, 2, (1, 1))
+        torch_form = stacked_time_windows(clip.cpu(), None if hist is None else hist.cpu(), front, 4, 2, (1, 1))
+        assert torch.equal(got.cpu(), torch_form)

@@ -1,8 +1,9 @@
 """This project's own GPU kernels (Triton), each beside the torch form it replaces.
 
 - :mod:`.block_choice`: LCSA's top-k threshold and the attention kernels' block tables.
-- :mod:`.image`: the TC decoder's nearest 2× upsampling and its 3-channel output conv, in
-  channels-last memory.
+- :mod:`.image`: the TC decoder's nearest 2× upsampling, temporal-growth regrouping and
+  3-channel output conv, in channels-last memory.
+- :mod:`.time_windows`: the LR projection's conv inputs, gathered in one pass.
 
 Each public function runs its Triton kernel on CUDA tensors where Triton is installed (it comes
 with CUDA builds of torch) and the torch form everywhere else. The tests run every kernel on

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import LQProjConfig
+from ..kernels.time_windows import stacked_time_windows
 
 
 class ChannelRMSNorm(nn.Module):
@@ -41,17 +42,17 @@ def pixel_unshuffle_frames(frames: torch.Tensor, factor: int) -> torch.Tensor:
     return x.reshape(b, c * factor * factor, t, h // factor, w // factor)
 
 
-def time_conv_as_2d(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
-    """``conv(x)`` for an unpadded 3-D conv, as one 2-D conv: each output step's window of
-    ``kt`` input steps is stacked on channels (channel ``c·kt + j``, as the weight flattens).
-    The same sums; GPUs run this channels-last 2-D conv about twice as fast as the 3-D one."""
+def time_conv_as_2d(
+    conv: nn.Conv3d, x: torch.Tensor, history: torch.Tensor | None = None, front: int = 0, pad: tuple[int, int] = (0, 0)
+) -> torch.Tensor:
+    """``conv`` (unpadded, 3-D) over [``front`` copies of the first step, ``history``, ``x``],
+    replicate-padded in space by ``pad``, as one 2-D conv: each output step's window of ``kt``
+    input steps is stacked on channels (channel ``c·kt + j``, as the weight flattens). The same
+    sums; GPUs run this channels-last 2-D conv about twice as fast as the 3-D one."""
     kt, st = conv.kernel_size[0], conv.stride[0]
-    b, c, _, h, w = x.shape
-    windows = x.unfold(2, kt, st)  # (b, c, steps, h, w, kt)
-    steps = windows.shape[2]
-    stacked = windows.permute(0, 2, 3, 4, 1, 5).reshape(b * steps, h, w, c * kt).permute(0, 3, 1, 2)
+    stacked = stacked_time_windows(x, history, front, kt, st, pad)
     y = F.conv2d(stacked, conv.weight.flatten(1, 2), conv.bias, stride=conv.stride[1:])
-    return y.unflatten(0, (b, steps)).transpose(1, 2)
+    return y.unflatten(0, (x.shape[0], -1)).transpose(1, 2)
 
 
 @dataclass
@@ -87,12 +88,9 @@ class LQProjection(nn.Module):
     def _conv(self, conv: nn.Conv3d, norm: ChannelRMSNorm, x: torch.Tensor, history: torch.Tensor | None):
         """Conv over ``[history, x]`` then RMS norm and SiLU. Without history the front is
         padded by repeating the first step; space is always replicate-padded."""
-        pad_h, pad_w = self.cfg.kernel[1] // 2, self.cfg.kernel[2] // 2
+        pad = (self.cfg.kernel[1] // 2, self.cfg.kernel[2] // 2)
         front = self.cfg.cache_frames if history is None else 0
-        if history is not None:
-            x = torch.cat([history, x], dim=2)
-        x = F.pad(x, (pad_w, pad_w, pad_h, pad_h, front, 0), mode="replicate")
-        return F.silu(norm(time_conv_as_2d(conv, x)))
+        return F.silu(norm(time_conv_as_2d(conv, x, history, front, pad)))
 
     def to_tokens(self, features: torch.Tensor) -> torch.Tensor:
         """(B, C, T, h, w) → (B, T·h·w, dim), tokens in (t, y, x) order."""
