@@ -107,6 +107,7 @@ class StreamingEngine:
         if config.compile:
             models.dit.compile_blocks(gelu_epilogue=True, dynamic=False)  # shapes settle after the first calls
             self.block_chooser = torch.compile(choose_blocks, dynamic=False)  # fuses pooling and selection
+            models.lq_proj.compile_norms(dynamic=False)
         if self._decoder_channels_last and models.tc_decoder is not None:
             models.tc_decoder.to(memory_format=torch.channels_last)  # cuDNN's native layout: no conversions
         models.lq_proj.store_weights_for_2d()  # the same values, laid out as cuDNN wants them

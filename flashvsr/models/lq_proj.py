@@ -55,6 +55,10 @@ def time_conv_as_2d(
     return y.unflatten(0, (x.shape[0], -1)).transpose(1, 2)
 
 
+def norm_silu(norm: ChannelRMSNorm, x: torch.Tensor) -> torch.Tensor:
+    return F.silu(norm(x))
+
+
 @dataclass
 class LQProjCache:
     """Per-stream state: the last time steps of each conv's input, and whether primed."""
@@ -73,6 +77,12 @@ class LQProjection(nn.Module):
         self.conv2 = nn.Conv3d(cfg.hidden1, cfg.hidden2, cfg.kernel, stride=cfg.stride)
         self.norm2 = ChannelRMSNorm(cfg.hidden2)
         self.linear_layers = nn.ModuleList([nn.Linear(cfg.hidden2, cfg.out_dim) for _ in range(cfg.num_linear)])
+        self.compiled_norm_silu = None  # from compile_norms()
+
+    def compile_norms(self, **options) -> None:
+        """Compile each conv's RMS norm + SiLU into one kernel (CUDA inference): five passes over the
+        conv's output become one; bf16 rounding differs as in any fusion."""
+        self.compiled_norm_silu = torch.compile(norm_silu, **options)
 
     def store_weights_for_2d(self) -> None:
         """Keep each conv's weight (out, in, kt, kh, kw) in memory order (out, kh, kw, in, kt): the
@@ -90,7 +100,7 @@ class LQProjection(nn.Module):
         padded by repeating the first step; space is always replicate-padded."""
         pad = (self.cfg.kernel[1] // 2, self.cfg.kernel[2] // 2)
         front = self.cfg.cache_frames if history is None else 0
-        return F.silu(norm(time_conv_as_2d(conv, x, history, front, pad)))
+        return (self.compiled_norm_silu or norm_silu)(norm, time_conv_as_2d(conv, x, history, front, pad))
 
     def to_tokens(self, features: torch.Tensor) -> torch.Tensor:
         """(B, C, T, h, w) → (B, T·h·w, dim), tokens in (t, y, x) order."""
