@@ -29,6 +29,32 @@ def reference(x: torch.Tensor, k: int) -> torch.Tensor:
     return x.kthvalue(x.shape[-1] - k, dim=-1, keepdim=True).values
 
 
+def test_a_kernel_whose_check_fails_is_turned_off_and_said_so(monkeypatch):
+    """On a GPU each kernel first runs once against its torch form; one that fails to compile or
+    differs is replaced by torch's ops for the process, with a warning naming it."""
+    from flashvsr import kernels
+    from flashvsr.kernels import block_choice, image, time_windows
+
+    def broken(device):
+        raise RuntimeError("PTX assembly aborted")
+
+    def differs(device):
+        raise AssertionError("2 of 48 values differ\nfirst at (0, 3)")
+
+    for module in (image, time_windows):
+        monkeypatch.setattr(module, "SELF_CHECKS", {})
+    monkeypatch.setattr(block_choice, "SELF_CHECKS", {"fine": lambda device: None, "broken": broken, "wrong": differs})
+    monkeypatch.setattr(kernels, "HAVE_TRITON", True)
+    monkeypatch.setattr(kernels, "turned_off", set())
+    problems = kernels.check_kernels.__wrapped__(torch.device("cuda"))  # no GPU is touched: the checks are fakes
+    assert kernels.turned_off == {"broken", "wrong"}
+    assert problems == (
+        "Triton kernel broken turned off (RuntimeError: PTX assembly aborted); torch's ops serve",
+        "Triton kernel wrong turned off (AssertionError: 2 of 48 values differ); torch's ops serve",
+    )
+    assert kernels.check_kernels.__wrapped__(torch.device("cpu")) == ()  # nothing to check without a GPU
+
+
 def test_k_outside_the_row_is_an_error():
     with pytest.raises(ValueError, match="outside 0…9"):
         kth_largest(torch.zeros(2, 10), 10)
@@ -161,6 +187,13 @@ def test_the_decoder_kernels_give_the_torch_results_in_the_interpreter():
 @pytest.mark.skipif(not HAVE_TRITON, reason="Triton is not installed (pip install triton)")
 def test_the_lr_projection_windows_give_the_torch_result_in_the_interpreter():
     run_in_interpreter(TIME_WINDOW_CASES)
+
+
+@pytest.mark.skipif(not (HAVE_TRITON and torch.cuda.is_available()), reason="the compiled kernels need a GPU")
+def test_on_a_gpu_every_kernel_passes_its_check():
+    from flashvsr import kernels
+
+    assert kernels.check_kernels(torch.device("cuda")) == () and not kernels.turned_off
 
 
 @pytest.mark.skipif(not (HAVE_TRITON and torch.cuda.is_available()), reason="the compiled kernel needs a GPU")

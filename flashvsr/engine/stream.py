@@ -15,6 +15,7 @@ conditioning, so one engine can serve many streams.
 
 from __future__ import annotations
 
+import warnings
 from typing import Iterable, Iterator
 
 import torch
@@ -23,6 +24,7 @@ from ..attention.backends import resolve_backend
 from ..attention.lcsa import AttentionPlan, BlockChooser, CachePlan, SlotTable, SparseCallAttention, choose_blocks
 from ..attention.masks import window_permutation
 from ..colorfix import color_fix
+from ..kernels import check_kernels
 from ..config import PIXEL_MULTIPLE, TOKEN_PIXELS, VAE_SPATIAL_FACTOR, VAE_TEMPORAL_FACTOR, WINDOW, EngineConfig
 from ..models import FlashVSRModels
 from ..models.dit import DiTBlock, resident_weights
@@ -55,6 +57,8 @@ class StreamingEngine:
         self.device = torch.device(config.device)
         self.dtype = resolve_dtype(config.dtype)
         self.kernel = resolve_backend(config.attention_backend, self.device)
+        for problem in check_kernels(self.device):  # once per process and GPU
+            warnings.warn(problem, stacklevel=2)
         self.clock: StageClock = NullClock()  # benchmarks install a timing clock here
         self.block_chooser: BlockChooser = choose_blocks
         self.decoding: Decoding = decoding_for(self.device, config.overlap_decode)

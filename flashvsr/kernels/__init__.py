@@ -6,23 +6,48 @@
 - :mod:`.time_windows`: the LR projection's conv inputs, gathered in one pass.
 
 Each public function runs its Triton kernel on CUDA tensors where Triton is installed (it comes
-with CUDA builds of torch) and the torch form everywhere else. The tests run every kernel on
-the CPU in Triton's interpreter against its torch form.
+with CUDA builds of torch) and the torch form everywhere else. On a GPU the engine first runs
+each kernel once against its torch form (:func:`check_kernels`) and keeps torch's ops for any
+that fails. The tests run every kernel on the CPU in Triton's interpreter against its torch form.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 
 import torch
 
 HAVE_TRITON = importlib.util.find_spec("triton") is not None
+turned_off: set[str] = set()  # kernels whose check failed on this machine: torch's forms serve instead
 
 
-def use_triton(*tensors: torch.Tensor) -> bool:
-    """Whether this project's Triton kernels serve these inputs: on CUDA, and not where autograd
-    must see the op (training), since the kernels have no backward. Benchmarks switch
-    ``HAVE_TRITON`` off for an A/B against the torch forms."""
-    if not (HAVE_TRITON and tensors[0].is_cuda):
+def use_triton(kernel: str, *tensors: torch.Tensor) -> bool:
+    """Whether this project's Triton ``kernel`` serves these inputs: on CUDA, where its check did
+    not fail, and not where autograd must see the op (training), since the kernels have no
+    backward. Benchmarks switch ``HAVE_TRITON`` off for an A/B against the torch forms."""
+    if not (HAVE_TRITON and tensors[0].is_cuda) or kernel in turned_off:
         return False
     return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+
+
+@functools.cache
+def check_kernels(device: torch.device) -> tuple[str, ...]:
+    """Run every kernel once on small inputs on ``device`` against its torch form, and turn off any
+    that fails to compile, fails to run or differs (a Triton or driver this code was not tested
+    with): the pipeline then runs as before, only slower. Returns one line per kernel turned off."""
+    if not HAVE_TRITON or device.type != "cuda":
+        return ()
+    from . import block_choice, image, time_windows
+
+    problems = []
+    for module in (block_choice, image, time_windows):
+        for name, check in module.SELF_CHECKS.items():
+            try:
+                with torch.no_grad():
+                    check(device)
+            except Exception as error:  # noqa: BLE001 - any failure of a kernel's compile or launch
+                turned_off.add(name)
+                first_line = (str(error).splitlines() or [""])[0]
+                problems.append(f"Triton kernel {name} turned off ({type(error).__name__}: {first_line}); torch's ops serve")
+    return tuple(problems)

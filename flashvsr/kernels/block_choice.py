@@ -30,9 +30,13 @@ def kth_largest(x: torch.Tensor, k: int) -> torch.Tensor:
     n = x.shape[-1]
     if not 0 <= k < n:
         raise ValueError(f"k={k} is outside 0…{n - 1} for rows of {n} values")
-    if use_triton(x) and x.dtype == torch.float32:
+    if x.dtype == torch.float32 and use_triton("kth_largest", x):
         return _triton_kth_largest(x, k)
-    return x.kthvalue(n - k, dim=-1, keepdim=True).values  # the (n−k)-th smallest
+    return _torch_kth_largest(x, k)
+
+
+def _torch_kth_largest(x: torch.Tensor, k: int) -> torch.Tensor:
+    return x.kthvalue(x.shape[-1] - k, dim=-1, keepdim=True).values  # the (n−k)-th smallest
 
 
 def _triton_kth_largest(x: torch.Tensor, k: int, chunk: int = CHUNK, num_warps: int = NUM_WARPS) -> torch.Tensor:
@@ -51,8 +55,12 @@ def selected_first(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row of a (…, K) bool mask: the number of selected entries (int32), and all K indices
     (int32) with the selected ones first, each group in ascending order: a stable sort of
     ~mask, without the sort (each entry's place comes from running counts)."""
-    if use_triton(mask) and mask.shape[-1] > 0:
+    if mask.shape[-1] > 0 and use_triton("selected_first", mask):
         return _triton_selected_first(mask)
+    return _torch_selected_first(mask)
+
+
+def _torch_selected_first(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     chosen = mask.long()
     counts = chosen.sum(dim=-1, keepdim=True)
     place = torch.where(mask, chosen.cumsum(dim=-1), counts + (1 - chosen).cumsum(dim=-1)) - 1
@@ -71,6 +79,19 @@ def _triton_selected_first(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     block = max(16, 1 << (width - 1).bit_length())
     _selected_first[(rows.shape[0],)](rows.view(torch.uint8), counts, order, width, rows.stride(0), BLOCK=block)
     return counts.view(mask.shape[:-1]), order.view(mask.shape)
+
+
+def _check_kth_largest(device: torch.device) -> None:
+    probs = torch.rand(3, 1000, device=device).softmax(-1)
+    assert torch.equal(_triton_kth_largest(probs, 450), _torch_kth_largest(probs, 450))
+
+
+def _check_selected_first(device: torch.device) -> None:
+    mask = torch.rand(2, 3, 5, 37, device=device) < 0.4
+    assert all(torch.equal(a, b) for a, b in zip(_triton_selected_first(mask), _torch_selected_first(mask)))
+
+
+SELF_CHECKS = {"kth_largest": _check_kth_largest, "selected_first": _check_selected_first}
 
 
 if HAVE_TRITON:

@@ -24,12 +24,17 @@ UPSAMPLE_PIXELS = 16  # pixels of a row per upsampling program (× up to 128 cha
 NARROW_OUTPUTS = 16  # the conv's outputs padded to the smallest tensor-core tile
 NARROW_PIXELS = 64  # output pixels of a row per conv program
 HALF_DTYPES = (torch.bfloat16, torch.float16)  # float32 products would run as TF32 on tensor cores
+BF16_HALF_ULP = 2.0**-8  # relative rounding error of bfloat16
 
 
 def upsample2x(x: torch.Tensor) -> torch.Tensor:
     """Nearest 2× upsampling of (N, C, H, W) in channels-last memory; the result keeps it."""
-    if use_triton(x) and _is_channels_last(x):
+    if _is_channels_last(x) and use_triton("upsample2x", x):
         return _triton_upsample2x(x)
+    return _torch_upsample2x(x)
+
+
+def _torch_upsample2x(x: torch.Tensor) -> torch.Tensor:
     n, c, h, w = x.shape
     y = x.permute(0, 2, 3, 1)[:, :, None, :, None].expand(n, h, 2, w, 2, c)
     return y.reshape(n, 2 * h, 2 * w, c).permute(0, 3, 1, 2)
@@ -40,8 +45,12 @@ def frames_from_channel_groups(y: torch.Tensor, groups: int) -> torch.Tensor:
     becomes frame t·G + j (the TC decoder's temporal growth). A copy: bit-identical either way."""
     if groups == 1:
         return y
-    if use_triton(y) and _is_channels_last(y):
+    if _is_channels_last(y) and use_triton("frames_from_channel_groups", y):
         return _triton_frames_from_channel_groups(y, groups)
+    return _torch_frames_from_channel_groups(y, groups)
+
+
+def _torch_frames_from_channel_groups(y: torch.Tensor, groups: int) -> torch.Tensor:
     t, gc, h, w = y.shape
     c = gc // groups
     y = y.permute(0, 2, 3, 1).reshape(t, h, w, groups, c).permute(0, 3, 1, 2, 4)
@@ -52,7 +61,7 @@ def conv3x3_narrow(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     """``conv2d(x, weight, bias, padding=1)`` for a channels-last (N, C, H, W) input and at most
     16 outputs; the result is channels-last."""
     usable = weight.shape[0] <= NARROW_OUTPUTS and x.dtype in HALF_DTYPES and _is_channels_last(x)
-    if usable and use_triton(x, weight, *([] if bias is None else [bias])):
+    if usable and use_triton("conv3x3_narrow", x, weight, *([] if bias is None else [bias])):
         return _triton_conv3x3_narrow(x, weight, bias)
     return F.conv2d(x, weight, bias, padding=1)
 
@@ -100,6 +109,31 @@ def _triton_conv3x3_narrow(
     _conv3x3_narrow[grid](x, taps, bias, y, h, w, c, c_out, BLOCK_P=pixels, BLOCK_K=block_k, N_PAD=NARROW_OUTPUTS,
                           num_warps=num_warps)  # fmt: skip
     return y
+
+
+def _check_upsample2x(device: torch.device) -> None:
+    x = torch.randn(1, 40, 5, 19, device=device).bfloat16().contiguous(memory_format=torch.channels_last)
+    assert torch.equal(_triton_upsample2x(x), _torch_upsample2x(x))
+
+
+def _check_frames_from_channel_groups(device: torch.device) -> None:
+    y = torch.randn(2, 80, 5, 19, device=device).bfloat16().contiguous(memory_format=torch.channels_last)
+    assert torch.equal(_triton_frames_from_channel_groups(y, 2), _torch_frames_from_channel_groups(y, 2))
+
+
+def _check_conv3x3_narrow(device: torch.device) -> None:
+    x = torch.randn(1, 128, 6, 70, device=device).bfloat16().contiguous(memory_format=torch.channels_last)
+    w, b = (torch.randn(3, 128, 3, 3, device=device) * 0.09).bfloat16(), torch.randn(3, device=device).bfloat16()
+    exact = F.conv2d(x.double(), w.double(), b.double(), padding=1)
+    error = (_triton_conv3x3_narrow(x, w, b).double() - exact).abs().max()
+    assert error <= exact.abs().max() * BF16_HALF_ULP * 2, float(error)  # rounded once (a margin of 2)
+
+
+SELF_CHECKS = {
+    "upsample2x": _check_upsample2x,
+    "frames_from_channel_groups": _check_frames_from_channel_groups,
+    "conv3x3_narrow": _check_conv3x3_narrow,
+}
 
 
 if HAVE_TRITON:

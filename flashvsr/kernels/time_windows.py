@@ -28,8 +28,12 @@ def stacked_time_windows(
     steps every ``stride`` steps → (B·windows, C·kt, H + 2·rows, W + 2·columns) in channels-last
     memory, channel ``c·kt + j`` holding step j of channel c (as a (out, C, kt, …) weight flattens)."""
     sources = [x] if history is None else [x, history]
-    if use_triton(*sources) and kt & (kt - 1) == 0:
+    if kt & (kt - 1) == 0 and use_triton("stacked_time_windows", *sources):
         return _triton_stacked(x, history, front, kt, stride, pad)
+    return _torch_stacked(x, history, front, kt, stride, pad)
+
+
+def _torch_stacked(x, history, front, kt, stride, pad):
     if history is not None:
         x = torch.cat([history, x], dim=2)
     x = F.pad(x, (pad[1], pad[1], pad[0], pad[0], front, 0), mode="replicate")
@@ -51,6 +55,15 @@ def _triton_stacked(x, history, front, kt, stride, pad, pixels: int = TILE_PIXEL
         *x.stride(), *hist.stride(), KT=kt, BLOCK_W=pixels, BLOCK_C=channels,
     )  # fmt: skip
     return out.permute(0, 3, 1, 2)
+
+
+def _check_stacked(device: torch.device) -> None:
+    clip, history = torch.randn(1, 40, 4, 6, 11, device=device), torch.randn(1, 40, 2, 6, 11, device=device)
+    for hist, front in ((None, 2), (history, 0)):
+        assert torch.equal(_triton_stacked(clip, hist, front, 4, 2, (1, 1)), _torch_stacked(clip, hist, front, 4, 2, (1, 1)))
+
+
+SELF_CHECKS = {"stacked_time_windows": _check_stacked}
 
 
 if HAVE_TRITON:
