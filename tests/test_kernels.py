@@ -1,11 +1,11 @@
 """This project's Triton kernels give what their torch forms give: exactly for LCSA's threshold
 (the k-th largest value per row, as ``kthvalue``), the attention kernels' block tables, the
 decoder's upsampling and regrouping and the LR projection's stacked windows; within rounding for
-the decoder's 3-channel output conv.
+the decoder's 3-channel output conv and the DiT's query/key norm + rotation (exact in float16).
 
 The kernels run on the CPU in Triton's interpreter (a subprocess, since the interpreter is chosen
-when a kernel is defined; its products are wrong for bfloat16, so the conv is checked in
-float16 there) and, on a GPU, compiled.
+when a kernel is defined; its bfloat16 products and casts are wrong, so those kernels are
+checked in float16 there) and, on a GPU, compiled.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def test_a_kernel_whose_check_fails_is_turned_off_and_said_so(monkeypatch):
     """On a GPU each kernel first runs once against its torch form; one that fails to compile or
     differs is replaced by torch's ops for the process, with a warning naming it."""
     from flashvsr import kernels
-    from flashvsr.kernels import block_choice, image, time_windows
+    from flashvsr.kernels import block_choice, image, rope, time_windows
 
     def broken(device):
         raise RuntimeError("PTX assembly aborted")
@@ -41,7 +41,7 @@ def test_a_kernel_whose_check_fails_is_turned_off_and_said_so(monkeypatch):
     def differs(device):
         raise AssertionError("2 of 48 values differ\nfirst at (0, 3)")
 
-    for module in (image, time_windows):
+    for module in (image, rope, time_windows):
         monkeypatch.setattr(module, "SELF_CHECKS", {})
     monkeypatch.setattr(block_choice, "SELF_CHECKS", {"fine": lambda device: None, "broken": broken, "wrong": differs})
     monkeypatch.setattr(kernels, "HAVE_TRITON", True)
@@ -167,6 +167,27 @@ TIME_WINDOW_CASES = textwrap.dedent(
     """
 )
 
+# The DiT's query/key norm + rotation against the model's own RMSNorm and apply_rope (float16: the
+# interpreter's casts to bfloat16 do not round to nearest), several heads, a ragged token count.
+ROPE_CASES = textwrap.dedent(
+    """
+    import torch
+    from flashvsr.kernels import rope as K
+    from flashvsr.models.dit import RMSNorm, apply_rope
+
+    g = torch.Generator().manual_seed(0)
+    for batch, tokens, heads, d in ((2, 13, 8, 32), (1, 5, 12, 128)):
+        norm = RMSNorm(heads * d, 1e-6).half()
+        norm.weight.data += (0.1 * torch.randn(heads * d, generator=g)).half()
+        x = (torch.randn(batch, tokens, heads * d, generator=g) * 3).half()
+        angles = torch.rand(tokens, d // 2, generator=g) * 6.3
+        got = K.rms_norm_rope(x, norm.weight, norm.eps, angles.cos(), angles.sin(), heads)
+        want = apply_rope(norm(x).unflatten(-1, (heads, -1)), angles.cos(), angles.sin())
+        assert got.shape == want.shape and torch.equal(got, want), (got.float() - want.float()).abs().max()
+    print("ok")
+    """
+)
+
 
 def run_in_interpreter(script: str) -> None:
     env = dict(os.environ, TRITON_INTERPRET="1")
@@ -182,6 +203,11 @@ def test_the_block_choice_kernels_give_the_torch_results_in_the_interpreter():
 @pytest.mark.skipif(not HAVE_TRITON, reason="Triton is not installed (pip install triton)")
 def test_the_decoder_kernels_give_the_torch_results_in_the_interpreter():
     run_in_interpreter(IMAGE_CASES)
+
+
+@pytest.mark.skipif(not HAVE_TRITON, reason="Triton is not installed (pip install triton)")
+def test_the_query_key_norm_and_rotation_give_the_models_result_in_the_interpreter():
+    run_in_interpreter(ROPE_CASES)
 
 
 @pytest.mark.skipif(not HAVE_TRITON, reason="Triton is not installed (pip install triton)")

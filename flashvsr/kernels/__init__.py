@@ -4,6 +4,7 @@
 - :mod:`.image`: the TC decoder's nearest 2× upsampling, temporal-growth regrouping and
   3-channel output conv, in channels-last memory.
 - :mod:`.time_windows`: the LR projection's conv inputs, gathered in one pass.
+- :mod:`.rope`: the DiT's query/key RMS norm and rotary embedding in one pass.
 
 Each public function runs its Triton kernel on CUDA tensors where Triton is installed (it comes
 with CUDA builds of torch) and the torch form everywhere else. On a GPU the engine first runs
@@ -38,10 +39,10 @@ def check_kernels(device: torch.device) -> tuple[str, ...]:
     with): the pipeline then runs as before, only slower. Returns one line per kernel turned off."""
     if not HAVE_TRITON or device.type != "cuda":
         return ()
-    from . import block_choice, image, time_windows
+    from . import block_choice, image, rope, time_windows
 
     problems = []
-    for module in (block_choice, image, time_windows):
+    for module in (block_choice, image, rope, time_windows):
         for name, check in module.SELF_CHECKS.items():
             try:
                 with torch.no_grad():

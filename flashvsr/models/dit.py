@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import DiTConfig
+from ..kernels import rope as rope_kernel
 from ..transfer import to_device
 
 ROPE_THETA = 10000.0
@@ -154,13 +155,20 @@ class AttentionProjections(nn.Module):
         self.norm_k = RMSNorm(cfg.dim, cfg.eps)
 
 
+def normed_rotated(x: torch.Tensor, norm: RMSNorm, rope: tuple[torch.Tensor, torch.Tensor], heads: int):
+    """``apply_rope(norm(x))`` per head, (B, L, heads, d); one Triton pass on a GPU at inference
+    (flashvsr/kernels/rope.py: the same roundings, sums of squares in another order)."""
+    if rope_kernel.usable(x, norm.weight):
+        return rope_kernel.rms_norm_rope(x, norm.weight, norm.eps, *rope, heads)
+    return apply_rope(norm(x).unflatten(-1, (heads, -1)), *rope)
+
+
 class SelfAttention(AttentionProjections):
     def qkv(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]):
         """Normalised, rotated queries and keys and the values, as (B, L, heads, d)."""
-        heads = (self.num_heads, -1)
-        q = apply_rope(self.norm_q(self.q(x)).unflatten(-1, heads), *rope)
-        k = apply_rope(self.norm_k(self.k(x)).unflatten(-1, heads), *rope)
-        v = self.v(x).unflatten(-1, heads)
+        q = normed_rotated(self.q(x), self.norm_q, rope, self.num_heads)
+        k = normed_rotated(self.k(x), self.norm_k, rope, self.num_heads)
+        v = self.v(x).unflatten(-1, (self.num_heads, -1))
         return q, k, v
 
 
