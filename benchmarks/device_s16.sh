@@ -18,7 +18,7 @@ export PYTHONPATH=$PWD:$FA4_SITE:$FA4_SITE/nvidia_cutlass_dsl/dsl_packages
 show() { grep -v Warn | grep -A6 "^=="; }
 if [ "$PART" = kernels ]; then
     python -m pytest -q tests/test_kernels.py tests/test_attention.py 2>&1 | tail -n 4 | tee "$OUT/pytest_kernels.txt"
-    python benchmarks/kernel_options.py --cases decoder lr_windows topk --json "$OUT/kernel_options.jsonl" 2>&1 | grep -v -i warn | tail -n 40
+    python benchmarks/kernel_options.py --cases decoder lr_windows rope topk --json "$OUT/kernel_options.jsonl" 2>&1 | grep -v -i warn | tail -n 40
     for size in "768 1408" "1152 1920"; do
         set -- $size
         python benchmarks/topk_threshold.py --height "$1" --width "$2" 2>&1 | grep -v -i warn | tee -a "$OUT/topk_threshold.jsonl"

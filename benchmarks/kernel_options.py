@@ -15,6 +15,7 @@ timed against the op it would replace, with the largest difference between their
   each call, NCHW), with the 2-D weights stored channels-last once, or as unfold + one matmul.
 - ``lr_windows``: those convs' inputs (history + clip, replicate-padded, stacked on channels) by
   torch's three copies or this project's Triton gather.
+- ``rope``: the DiT's query/key RMS norm + RoPE compiled by Inductor, or this project's Triton pass.
 - ``topk``: LCSA's per-slice threshold (the (k+1)-th largest) by unsorted top-k, kthvalue, sort,
   and this project's Triton radix select.
 - ``ffn_gelu``: the FFN's first linear then GELU(tanh), or cuBLASLt's GELU epilogue (and in float32,
@@ -37,6 +38,7 @@ from flashvsr.attention.masks import topk_count, window_grid  # noqa: E402
 from flashvsr.config import SPARSE_REFERENCE_PIXELS, LQProjConfig  # noqa: E402
 from flashvsr.kernels import HAVE_TRITON  # noqa: E402
 from flashvsr.kernels.block_choice import kth_largest  # noqa: E402
+from flashvsr.kernels.rope import rms_norm_rope  # noqa: E402
 from flashvsr.kernels.time_windows import _triton_stacked  # noqa: E402
 from flashvsr.kernels.image import (  # noqa: E402
     _triton_conv3x3_narrow,
@@ -198,6 +200,24 @@ def _torch_stacked(x: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
     return windows.permute(0, 2, 3, 4, 1, 5).reshape(b * steps, hh, ww, c * 4).permute(0, 3, 1, 2)
 
 
+def rope_cases(tokens: int, rows: list, iters: int) -> None:
+    """The DiT's query/key RMS norm + RoPE for one call's tokens: compiled by Inductor (as the
+    compiled DiT did before) or this project's Triton pass."""
+    from flashvsr.models.dit import RMSNorm, apply_rope
+
+    norm = RMSNorm(1536, 1e-6).to(DEV, BF16)
+    x = randn(1, tokens, 1536, scale=3.0)
+    angles = torch.rand(tokens, 64, device=DEV) * 6.3
+    cos, sin = angles.cos(), angles.sin()
+    reference = torch.compile(lambda t: apply_rope(norm(t).unflatten(-1, (12, -1)), cos, sin), dynamic=False)
+    ways = {"inductor": lambda: reference(x)}
+    if HAVE_TRITON:
+        for tokens_per_program in (1, 2, 4, 8):
+            ways[f"triton {tokens_per_program} tokens"] = functools.partial(
+                rms_norm_rope, x, norm.weight, norm.eps, cos, sin, 12, tokens_per_program)  # fmt: skip
+    compare("rms_norm_rope", ways, rows, iters)
+
+
 def topk_cases(h: int, w: int, rows: list, iters: int) -> None:
     windows = window_grid(h // 16, w // 16)[0] * window_grid(h // 16, w // 16)[1]
     k = topk_count(windows, 2.0 * SPARSE_REFERENCE_PIXELS / (h * w))  # sparse ratio 2
@@ -235,7 +255,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=1408)
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--cases", nargs="*", choices=["decoder", "upsample", "lr", "lr_windows", "topk", "ffn"],
+    parser.add_argument("--cases", nargs="*", choices=["decoder", "upsample", "lr", "lr_windows", "rope", "topk", "ffn"],
                         help="groups to run (default: all)")
     args = parser.parse_args()
     torch.backends.cudnn.benchmark = True
@@ -245,6 +265,7 @@ def main() -> None:
         "upsample": lambda: upsample_cases(args.height, args.width, rows, args.iters),
         "lr": lambda: lr_cases(args.height, args.width, rows, args.iters),
         "lr_windows": lambda: lr_window_cases(args.height, args.width, rows, args.iters),
+        "rope": lambda: rope_cases(2 * (args.height // 16) * (args.width // 16), rows, args.iters),
         "topk": lambda: topk_cases(args.height, args.width, rows, args.iters),
         "ffn": lambda: ffn_cases(2 * (args.height // 16) * (args.width // 16), rows, args.iters),
     }
