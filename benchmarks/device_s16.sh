@@ -5,6 +5,9 @@
 #   threshold and tables, the decoder's upsampling and output conv): their CUDA tests, each against the ops it
 #   replaces (kernel_options.py), the threshold's chunk and warp sweep at 1408×768 and 1080p, then the pipeline
 #   with and without them (torch_kernels) in one process, with overlap, at 1408×768.
+# PART=parity (carry .carry: a copy of ../shared/fixtures/parity as .carry/parity, right after PART=kernels on the
+#   same warm machine): GPU parity against the fixtures with the kernels on (float32 flex; bf16 flash4 with and
+#   without --compile), the issue's exactness check for them.
 # PART=memory (carry .whl; installs FA4): peak allocated and reserved memory with and without overlap (each
 #   variant's models freed first), and FP8 linears' speed, at 1408×768. PART=tight: overlap on an 11 GB budget
 #   (the planner's overlap term: tiles chosen, no out-of-memory, speed). PART=hd: PART=memory at 1080p.
@@ -13,7 +16,7 @@
 set -u
 export PYTHONUNBUFFERED=1 FA4_SITE=/tmp/fa4site
 PART=${PART:-kernels}
-[ "$PART" = files ] || PART=install bash benchmarks/device_flash4.sh  # installs once per machine
+case "$PART" in files|parity) ;; *) PART=install bash benchmarks/device_flash4.sh ;; esac  # installs once per machine
 export PYTHONPATH=$PWD:$FA4_SITE:$FA4_SITE/nvidia_cutlass_dsl/dsl_packages
 show() { grep -v Warn | grep -A6 "^=="; }
 if [ "$PART" = kernels ]; then
@@ -25,6 +28,9 @@ if [ "$PART" = kernels ]; then
     done
     python benchmarks/bench_variants.py "$OUT/kernels.jsonl" compile+overlap_decode+torch_kernels \
         compile+overlap_decode 2>&1 | show
+elif [ "$PART" = parity ]; then
+    python benchmarks/gpu_parity.py .carry/parity --out "$OUT/gpu_parity.json" \
+        --also bfloat16/flash4 bfloat16/flash4+compile 2>&1 | grep -v Warning | tail -n 20
 elif [ "$PART" = memory ]; then
     python benchmarks/bench_variants.py "$OUT/memory.jsonl" compile compile+overlap_decode \
         compile+overlap_decode+linears=fp8 2>&1 | show
