@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from flashvsr.attention.backends import resolve_backend  # noqa: E402
 from flashvsr.attention.masks import pooled_windows  # noqa: E402
-from flashvsr.attention.lcsa import AttentionPlan, KVRing, SlotTable, SparseCallAttention, choose_blocks  # noqa: E402
+from flashvsr.attention.lcsa import AttentionPlan, KVPool, SlotTable, SparseCallAttention, choose_blocks  # noqa: E402
 from flashvsr.bench import random_official_models  # noqa: E402
 from flashvsr.config import TOKEN_PIXELS, WINDOW, SparseAttentionConfig  # noqa: E402
 from flashvsr.models.dit import rope_cos_sin  # noqa: E402
@@ -96,7 +96,8 @@ def main() -> int:
     x = torch.randn(1, frames * th * tw, dit.cfg.dim, device=dev, generator=gen).to(dtype)
     cos, sin = (t.to(dev) for t in rope_cos_sin(torch.arange(frames), th, tw, dit.cfg.head_dim))
     q, k, v = before(x, cond.t_mod, (cos, sin))
-    ring = KVRing.empty(k, plan)
+    pool = KVPool.allocate(plan, 1, 1, dit.cfg.num_heads, dit.cfg.head_dim, dtype, dev)  # one layer's
+    ring = pool.ring(0)
     for slot in range(plan.cache_capacity):  # a full ring of this call's keys, scaled a little differently
         t = plan.tokens_per_slice
         ring.write(slot * t, (slot + 1) * t, k * (0.9 + 0.1 * slot), v)
@@ -105,17 +106,17 @@ def main() -> int:
     cache = slots.plan(1, plan.kv_slices)
     kernel = resolve_backend(args.attention_backend, dev)
     chooser = torch.compile(choose_blocks, dynamic=False) if dev.type == "cuda" else choose_blocks
-    attention = SparseCallAttention(plan, [ring], cache, kernel, None, chooser)
+    attention = SparseCallAttention(plan, pool, cache, kernel, None, chooser)
     cached = attention.cached
     selected, _ = chooser(q, k, ring.pooled, cached, plan.local_mask, plan.windows_per_slice, plan.topk)
-    parts = attention.parts(ring, k, v, selected)
+    parts = [attention.joined(0, k, v, selected)] if attention.joins else attention.parts(ring, k, v, selected)
     out = attention(0, q, k, v)
 
     cases = {
         "before attention (compiled)": lambda: before(x, cond.t_mod, (cos, sin)),
         "block choice (compiled)": lambda: chooser(q, k, ring.pooled, cached, plan.local_mask,
                                                    plan.windows_per_slice, plan.topk),  # fmt: skip
-        "attention kernel + merge (tables included)": lambda: kernel(q, parts),
+        "attention kernel (+ merge of two parts where the kernel takes no columns; tables included)": lambda: kernel(q, parts),
         "LCSA call (choice, tables, kernel, merge, cache writes)": lambda: attention(0, q, k, v),
         "after attention (compiled)": lambda: after(x, out, cond.t_mod, cond.text_kv[0]),
         "whole block": lambda: block(x, cond.t_mod, cond.text_kv[0], (cos, sin), attention, 0),

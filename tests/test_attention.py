@@ -227,7 +227,7 @@ def test_fp8_kv_cache_stream_stays_close_to_the_exact_cache():
         state = engines[fmt].start(128, 256)
         outs[fmt] = torch.cat([engines[fmt].push(state, frames), engines[fmt].finish(state)])
         if fmt == "fp8":
-            assert state.kv[0].k.dtype == torch.float8_e4m3fn and state.kv[0].keys().dtype == torch.float32
+            assert state.kv.k.dtype == torch.float8_e4m3fn and state.kv.ring(0).keys().dtype == torch.float32
     assert outs["fp8"].shape == outs["model"].shape == (25, 3, 128, 256)
     diff = (outs["fp8"] - outs["model"]).abs()
     assert 0 < float(diff.mean()) < 0.01 and float(diff.max()) < 0.2
@@ -236,3 +236,54 @@ def test_fp8_kv_cache_stream_stays_close_to_the_exact_cache():
     assert fp8.held < exact.held
     with pytest.raises(ValueError, match="kv_cache"):
         SparseAttentionConfig(kv_cache="int4")
+
+
+def test_one_call_over_the_kv_pool_matches_the_ring_and_the_call_as_two_parts():
+    """Kernels that take columns see a layer's ring and the call's windows (copied to the pool's
+    spare slot) in one call; others get two parts. Same keys, same masks: the same frames up to
+    the order of float32 sums."""
+    from flashvsr.attention.backends import gather_block_sparse
+    from flashvsr.config import EngineConfig, SparseAttentionConfig
+    from flashvsr.engine.stream import StreamingEngine
+
+    from .conftest import random_frames, tiny_models
+
+    models, frames = tiny_models(), random_frames(49, 256, 256)  # 5 DiT calls: the ring's slots wrap around
+    seen = []
+
+    def joined(q, parts):
+        seen.append(len(parts[0]))
+        return gather_block_sparse(q, parts)
+
+    joined.takes_columns = True
+    outs = {}
+    for name, kernel in (("joined", joined), ("parts", lambda q, parts: gather_block_sparse(q, parts))):
+        cfg = EngineConfig(attention=SparseAttentionConfig(local_range=3), dtype="float32", device="cpu")
+        engine = StreamingEngine(models, cfg)
+        engine.kernel = kernel
+        state = engine.start(256, 256)
+        outs[name] = torch.cat([engine.push(state, frames), engine.finish(state)])
+    layers = len(models.dit.blocks)
+    assert seen == [3] * layers + [4] * (4 * layers)  # call 0 has nothing cached: its own windows, as before
+    torch.testing.assert_close(outs["joined"], outs["parts"], rtol=0, atol=2e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="FlashAttention-4 needs a GPU")
+def test_on_a_gpu_flash4_over_the_kv_pool_matches_two_parts():
+    """The same comparison with FlashAttention-4's block tables mapped to the pool's windows:
+    official-width random weights in bf16, one layer; equal up to bf16 rounding."""
+    from flashvsr.attention.backends import flash4_block_sparse, flash4_usable
+    from flashvsr.bench import random_upscaler
+
+    from .conftest import random_frames
+
+    if not flash4_usable(torch.device("cuda")):
+        pytest.skip("FlashAttention-4 is not installed")
+    frames = random_frames(41, 256, 384).cuda().bfloat16()
+    outs = {}
+    for name, kernel in (("joined", flash4_block_sparse), ("parts", lambda q, parts: flash4_block_sparse(q, parts))):
+        engine = random_upscaler(1, "cuda", attention_backend="flash4", offload_weights="off").engine
+        engine.kernel = kernel
+        state = engine.start(256, 384)
+        outs[name] = torch.cat([engine.push(state, frames), engine.finish(state)]).float()
+    assert (outs["joined"] - outs["parts"]).abs().max() < 0.05

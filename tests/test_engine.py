@@ -74,7 +74,7 @@ def test_state_stays_bounded_on_long_streams(tiny_engine):
     sizes = []
     for i in range(14):  # 112 frames: 12 DiT calls
         tiny_engine.push(state, frames)
-        sizes.append((tuple(state.kv[0].k.shape) if state.kv[0] is not None else None, len(state.lq)))
+        sizes.append((tuple(state.kv.k.shape) if state.kv is not None else None, len(state.lq)))
     assert state.calls >= 10
     steady = sizes[4:]
     assert len({ring for ring, _ in steady}) == 1, sizes  # the KV ring is allocated once, never grows

@@ -111,7 +111,7 @@ def test_offloading_idle_tiles_changes_nothing(engine, monkeypatch):
     assert torch.equal(resident, offloaded)
     # 2 tiles parked at start, then each in and out once per DiT-call dispatch (call 0, call 1, finish)
     assert len(moves) == 2 + 2 * 2 * 3
-    assert all(t.state.kv[0].k.device.type == "cpu" for t in stream.tiles)
+    assert all(t.state.kv.k.device.type == "cpu" for t in stream.tiles)
 
 
 def test_parked_tiles_with_overlapped_decoding_settle_first_and_match(engine, monkeypatch):
@@ -173,10 +173,17 @@ def test_explicit_and_off_settings_are_followed():
 def test_estimate_matches_h100_measurements_of_the_official_model(size):
     models = official_bf16_models()
     estimate = estimate_stream(models, EngineConfig(dtype="bfloat16"), *size)
-    held, peak = OFFICIAL_MEASURED[size]
+    held, peak = (gb + spare_slot_gb(*size) for gb in OFFICIAL_MEASURED[size])
     assert estimate.held / GB == pytest.approx(held - OFFICIAL_WEIGHTS_GB, rel=0.05)
     assert estimate.stream / GB == pytest.approx(peak - OFFICIAL_WEIGHTS_GB, rel=0.05)
     assert 3.3 < estimate.weights / GB < OFFICIAL_WEIGHTS_GB  # parameters only; the rest is CUDA's own
+
+
+def spare_slot_gb(height: int, width: int) -> float:
+    """The KV pool's spare slot, added after those measurements (session 15): one time slice's
+    keys and values in bf16 and its pooled keys in float32."""
+    tokens = 2 * (height // 16) * (width // 16)
+    return tokens * 1536 * (2 * 2 + 4 / 128) / GB
 
 
 def official_bf16_models() -> FlashVSRModels:

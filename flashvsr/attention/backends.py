@@ -7,7 +7,9 @@ window outputs zeros.
 Layout: tokens in window order (128 consecutive tokens per window) as (B, L, heads, d).
 Keys and values come in *parts* — e.g. the KV cache's fixed slots and the current call's
 windows — each with its own block mask (B, heads, Q windows, part's K windows); the softmax
-runs over all parts together. The output is (B, Lq, heads, d).
+runs over all parts together. The output is (B, Lq, heads, d). Kernels that ``take_columns``
+also accept one part whose mask columns name windows of larger keys (a layer's ring and the
+call's windows inside the stream's KV pool): one call, no merge.
 
 - ``dense``: token-level masked softmax over the concatenated parts; the plain oracle.
 - ``gather``: gathers each query window's selected key windows; cost grows with the number
@@ -36,18 +38,30 @@ import torch
 from ..config import WINDOW_TOKENS
 from ..kernels.block_choice import selected_first
 
-KVPart = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # keys, values, block mask
+# keys, values, block mask — and optionally columns (K,) int32: mask column j selects the keys'
+# window columns[j], so that a part reads a few windows of a larger pool (kernels that take_columns)
+KVPart = tuple[torch.Tensor, ...]
 BlockSparseAttention = Callable[[torch.Tensor, Sequence[KVPart]], torch.Tensor]
 
 # Working-set budget of one gather chunk (gathered keys, values and scores), in bytes.
 GATHER_CHUNK_BYTES = 256 * 2**20
 
 
-def join_parts(parts: Sequence[KVPart]) -> KVPart:
-    """The parts as one: keys and values concatenated along tokens, masks along key windows."""
+def join_parts(parts: Sequence[KVPart]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The parts as one (keys, values, mask, columns or None): several parts' keys and values
+    concatenated along tokens, their masks along key windows."""
     if len(parts) == 1:
-        return parts[0]
-    return tuple(torch.cat(xs, dim=1 if i < 2 else -1) for i, xs in enumerate(zip(*parts)))  # type: ignore[return-value]
+        k, v, mask, *columns = parts[0]
+        return k, v, mask, columns[0] if columns else None
+    if any(len(part) > 3 for part in parts):
+        raise ValueError("parts with columns come alone")
+    k, v, mask = (torch.cat(xs, dim=1 if i < 2 else -1) for i, xs in enumerate(zip(*parts)))
+    return k, v, mask, None
+
+
+def takes_columns(kernel: BlockSparseAttention) -> bool:
+    """Whether ``kernel`` reads a part's windows through its columns (one part over a pool)."""
+    return getattr(kernel, "takes_columns", False)
 
 
 def _as_windows(x: torch.Tensor) -> torch.Tensor:
@@ -63,7 +77,11 @@ def _from_windows(x: torch.Tensor) -> torch.Tensor:
 
 
 def dense_block_sparse(q: torch.Tensor, parts: Sequence[KVPart]) -> torch.Tensor:
-    k, v, mask = join_parts(parts)
+    k, v, mask, columns = join_parts(parts)
+    if columns is not None:  # the mask over every window of the keys
+        full = mask.new_zeros(*mask.shape[:-1], k.shape[1] // WINDOW_TOKENS)
+        full[..., columns.long()] = mask
+        mask = full
     b, lq, h, d = q.shape
     lk = k.shape[1]
     t = WINDOW_TOKENS
@@ -74,10 +92,9 @@ def dense_block_sparse(q: torch.Tensor, parts: Sequence[KVPart]) -> torch.Tensor
 
 
 def gather_block_sparse(q: torch.Tensor, parts: Sequence[KVPart]) -> torch.Tensor:
-    k, v, mask = join_parts(parts)
-    qw, kw, vw = _as_windows(q), _as_windows(k), _as_windows(v)
+    k, v, mask, columns = join_parts(parts)
+    qw = _as_windows(q)
     b, h, nq, t, d = qw.shape
-    nk = kw.shape[2]
     counts = mask.sum(dim=-1)
     most = int(counts.max()) if counts.numel() else 0
     out = torch.zeros_like(qw)
@@ -85,15 +102,16 @@ def gather_block_sparse(q: torch.Tensor, parts: Sequence[KVPart]) -> torch.Tenso
         return _from_windows(out)
     # selected windows first (in ascending key order), padded with unselected ones
     order = mask.to(torch.uint8).argsort(dim=-1, descending=True, stable=True)[..., :most]
+    windows = order if columns is None else columns.long()[order]  # which windows of the keys
     valid = torch.arange(most, device=q.device) < counts[..., None]
-    base = (torch.arange(b * h, device=q.device) * nk).view(b, h, 1, 1)
-    k_flat, v_flat = kw.reshape(b * h * nk, t, d), vw.reshape(b * h * nk, t, d)
+    batch, heads = torch.arange(b, device=q.device).view(b, 1, 1, 1), torch.arange(h, device=q.device).view(1, h, 1, 1)
+    k5, v5 = k.reshape(b, -1, t, h, d), v.reshape(b, -1, t, h, d)  # (B, windows, 128, H, d): a view, no copy
     per_window = b * h * most * t * (2 * d + t) * 4
     chunk = max(1, GATHER_CHUNK_BYTES // per_window)
     for s in range(0, nq, chunk):
         e = min(nq, s + chunk)
-        idx = order[:, :, s:e] + base
-        kg, vg = k_flat[idx].float(), v_flat[idx].float()  # (b, h, c, most, t, d)
+        idx = windows[:, :, s:e]
+        kg, vg = k5[batch, idx, :, heads].float(), v5[batch, idx, :, heads].float()  # (b, h, c, most, t, d)
         scores = torch.einsum("bhqtd,bhqmsd->bhqtms", qw[:, :, s:e].float(), kg) / math.sqrt(d)
         scores = scores.masked_fill(~valid[:, :, s:e, None, :, None], float("-inf"))
         probs = scores.flatten(-2).softmax(dim=-1).nan_to_num(0.0).view_as(scores)
@@ -179,11 +197,14 @@ def _flash4():
     return flash_attn_func, BlockSparseTensorsTorch
 
 
-def flash4_tables(mask: torch.Tensor):
-    """FlashAttention-4's block-sparse tables for a window mask: every selected 128×128 block
-    is a full block (no partial blocks, so no mask function runs inside the kernel)."""
+def flash4_tables(mask: torch.Tensor, columns: torch.Tensor | None = None):
+    """FlashAttention-4's block-sparse tables for a window mask (its columns mapped to windows of
+    the keys by ``columns``): every selected 128×128 block is a full block (no partial blocks, so
+    no mask function runs inside the kernel)."""
     _, tables = _flash4()
     counts, indices = selected_first(mask)
+    if columns is not None:
+        indices = columns[indices.long()]  # int32, as the kernel wants
     no_partial = torch.zeros_like(counts)
     return tables(no_partial, indices, counts, indices, block_size=(WINDOW_TOKENS, WINDOW_TOKENS))
 
@@ -191,8 +212,9 @@ def flash4_tables(mask: torch.Tensor):
 def flash4_block_sparse(q: torch.Tensor, parts: Sequence[KVPart]) -> torch.Tensor:
     attend, _ = _flash4()
     outs, lses = [], []
-    for k, v, mask in parts:
-        out, lse = attend(q, k, v, block_sparse_tensors=flash4_tables(mask), return_lse=True)  # (B, L, H, d) in and out
+    for k, v, mask, *columns in parts:
+        tables = flash4_tables(mask, columns[0] if columns else None)
+        out, lse = attend(q, k, v, block_sparse_tensors=tables, return_lse=True)  # (B, L, H, d) in and out
         outs.append(out)
         lses.append(lse)
     if len(parts) == 1:
@@ -210,6 +232,9 @@ def merge_partial_attention(outs: list[torch.Tensor], lses: list[torch.Tensor]) 
     merged = sum(o.float() * (w / total)[..., None] for o, w in zip(outs, weights))
     return merged.to(outs[0].dtype)
 
+
+for _kernel in (dense_block_sparse, gather_block_sparse, flash4_block_sparse):
+    _kernel.takes_columns = True  # type: ignore[attr-defined]  # flex's block masks span the keys, so not flex
 
 BACKENDS: dict[str, BlockSparseAttention] = {
     "dense": dense_block_sparse,

@@ -5,13 +5,17 @@ Each layer's KV cache is a ring of fixed slots holding one time slice each. The 
 :class:`CachePlan` computed once per call: which slots stay, which new slices go where. A
 dropped slice's slot is simply overwritten, so the cache is never copied or concatenated and
 its memory is fixed from the first call. The slot table is the same for every layer and
-lives in the stream state; the rings live there too, one per layer.
+lives in the stream state; so does the :class:`KVPool`, one allocation that holds every
+layer's ring and a spare slot.
 
 :class:`SparseCallAttention` is built by the engine for a single DiT call. Called by each
 block with window-ordered q, k, v, it scores pooled windows against the cached and the
 current slices, selects blocks exactly as the reference does (in the reference's logical
-order: oldest cached slice first), runs the exact block-sparse kernel over the ring and the
-current windows, then stores the layer's new slices in their slots.
+order: oldest cached slice first), runs the exact block-sparse kernel, then stores the
+layer's new slices in their slots. A kernel that reads keys through window indices
+(``takes_columns``: FlashAttention-4's block tables, the gather kernel) sees the layer's ring
+and the call's windows, copied to the spare slot, in one call over the pool; others get the
+ring and the call's windows as two parts that they merge.
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ import torch
 from ..config import WINDOW, WINDOW_TOKENS
 from ..fp8 import FP8, quantize_rows
 from . import masks
-from .backends import BlockSparseAttention
+from .backends import BlockSparseAttention, takes_columns
 
 MaskHook = Callable[[int, torch.Tensor], None]  # (layer, selected-block mask)
 FIRST_CALL_SLICES = 3  # call 0 processes three time slices, mutually visible
+SPARE_SLICES = 1  # a steady call's new slices, waiting in the pool beside the rings
 
 
 @dataclass(frozen=True)
@@ -70,27 +75,16 @@ class AttentionPlan:
 
 @dataclass
 class KVRing:
-    """One layer's cache: keys and values (B, slots·S·128, heads, d) in window order within
-    each slot, and the pooled keys (B, heads, slots·S, d) used to score windows. In the fp8
-    format ``k``/``v`` hold e4m3 values and ``k_scale``/``v_scale`` (B, tokens, heads, 1) their
-    scales; the pooled keys (which pick the blocks) stay float32 either way."""
+    """One layer's cache (views into the :class:`KVPool`): keys and values (B, slots·S·128, heads,
+    d) in window order within each slot, and the pooled keys (B, heads, slots·S, d) used to score
+    windows. In the fp8 format ``k``/``v`` hold e4m3 values and ``k_scale``/``v_scale`` (B, tokens,
+    heads, 1) their scales; the pooled keys (which pick the blocks) stay float32 either way."""
 
     k: torch.Tensor
     v: torch.Tensor
     pooled: torch.Tensor
     k_scale: torch.Tensor | None = None  # in the model dtype, which the kernel is given back
     v_scale: torch.Tensor | None = None
-
-    @staticmethod
-    def empty(like: torch.Tensor, plan: AttentionPlan) -> "KVRing":
-        b, _, h, d = like.shape
-        tokens = plan.cache_capacity * plan.tokens_per_slice
-        windows = plan.cache_capacity * plan.windows_per_slice
-        zeros = lambda last, dtype: torch.zeros(b, tokens, h, last, device=like.device, dtype=dtype)  # noqa: E731
-        pooled = torch.zeros(b, h, windows, d, device=like.device)
-        if plan.kv_cache != "fp8":
-            return KVRing(zeros(d, like.dtype), zeros(d, like.dtype), pooled)
-        return KVRing(zeros(d, FP8), zeros(d, FP8), pooled, zeros(1, like.dtype), zeros(1, like.dtype))
 
     def keys(self) -> torch.Tensor:
         return self.k if self.k_scale is None else self.k.to(self.k_scale.dtype) * self.k_scale
@@ -105,6 +99,54 @@ class KVRing:
             return
         self.k[:, start:end], self.k_scale[:, start:end] = quantize_fp8(k)
         self.v[:, start:end], self.v_scale[:, start:end] = quantize_fp8(v)
+
+
+@dataclass
+class KVPool:
+    """Every layer's ring in one allocation, slot-major: layer l's ring is slots [l·C, (l+1)·C)
+    (C the plan's cache capacity), then :data:`SPARE_SLICES` spare slots. Allocated once, by a
+    stream's first call; moved as a whole when a tile is parked."""
+
+    k: torch.Tensor  # (B, slots·S·128, heads, d)
+    v: torch.Tensor
+    pooled: torch.Tensor  # (B, heads, slots·S, d), float32
+    k_scale: torch.Tensor | None
+    v_scale: torch.Tensor | None
+    capacity: int  # slots per layer
+    layers: int
+
+    @staticmethod
+    def allocate(plan: AttentionPlan, layers: int, batch: int, heads: int, head_dim: int, dtype: torch.dtype,
+                 device: torch.device) -> "KVPool":  # fmt: skip
+        slots = layers * plan.cache_capacity + SPARE_SLICES
+        tokens, windows = slots * plan.tokens_per_slice, slots * plan.windows_per_slice
+        zeros = lambda last, dt: torch.zeros(batch, tokens, heads, last, device=device, dtype=dt)  # noqa: E731
+        pooled = torch.zeros(batch, heads, windows, head_dim, device=device)
+        if plan.kv_cache != "fp8":
+            return KVPool(zeros(head_dim, dtype), zeros(head_dim, dtype), pooled, None, None, plan.cache_capacity, layers)
+        return KVPool(zeros(head_dim, FP8), zeros(head_dim, FP8), pooled, zeros(1, dtype), zeros(1, dtype),
+                      plan.cache_capacity, layers)  # fmt: skip
+
+    @property
+    def windows_per_slot(self) -> int:
+        return self.pooled.shape[2] // (self.layers * self.capacity + SPARE_SLICES)
+
+    def ring(self, layer: int) -> KVRing:
+        return self._slots(layer * self.capacity, (layer + 1) * self.capacity)
+
+    def spare(self) -> KVRing:
+        first = self.layers * self.capacity
+        return self._slots(first, first + SPARE_SLICES)
+
+    def first_window(self, slot: int) -> int:
+        return slot * self.windows_per_slot
+
+    def _slots(self, first: int, end: int) -> KVRing:
+        w = self.windows_per_slot
+        t = w * WINDOW_TOKENS
+        cut = lambda x: None if x is None else x[:, first * t : end * t]  # noqa: E731
+        return KVRing(cut(self.k), cut(self.v), self.pooled[:, :, first * w : end * w], cut(self.k_scale),
+                      cut(self.v_scale))  # fmt: skip
 
 
 def quantize_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,33 +223,48 @@ class SparseCallAttention:
     def __init__(
         self,
         plan: AttentionPlan,
-        rings: list[KVRing | None],
+        pool: KVPool,
         cache: CachePlan,
         kernel: BlockSparseAttention,
         on_mask: MaskHook | None = None,
         chooser: BlockChooser = choose_blocks,
     ):
         self.plan = plan
-        self.rings = rings
+        self.pool = pool
         self.cache = cache
         self.kernel = kernel
         self.on_mask = on_mask
         self.chooser = chooser
-        self.cached = slot_windows(cache.read, plan.windows_per_slice, plan.local_mask.device)  # the same for every layer
+        device = plan.local_mask.device
+        self.cached = slot_windows(cache.read, plan.windows_per_slice, device)  # in each ring: the same for every layer
+        spare = pool.first_window(pool.layers * pool.capacity)
+        new_slices = len(cache.writes)  # with anything cached, every new slice is kept
+        self.joins = takes_columns(kernel) and plan.kv_cache != "fp8" and bool(cache.read) and new_slices <= SPARE_SLICES
+        if self.joins:  # per layer: its ring's cached windows, then the spare's, as windows of the pool
+            rings = torch.arange(pool.layers, device=device)[:, None] * pool.first_window(pool.capacity)
+            spares = torch.arange(spare, spare + new_slices * plan.windows_per_slice, device=device)
+            self.columns = torch.cat([self.cached[None] + rings, spares.expand(pool.layers, -1)], dim=1).int()
 
     def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         p = self.plan
-        ring = self.rings[layer]
-        cached = self.cached
-        ring_pooled = ring.pooled if ring is not None else k.new_zeros(0)
-        selected, k_pooled = self.chooser(q, k, ring_pooled, cached, p.local_mask, p.windows_per_slice, p.topk)
+        ring = self.pool.ring(layer)
+        selected, k_pooled = self.chooser(q, k, ring.pooled, self.cached, p.local_mask, p.windows_per_slice, p.topk)
         if self.on_mask is not None:
             self.on_mask(layer, selected)
-        out = self.kernel(q, self.parts(ring, k, v, selected))
-        self._store(layer, k, v, k_pooled)
+        if self.joins:
+            out = self.kernel(q, [self.joined(layer, k, v, selected)])
+        else:
+            out = self.kernel(q, self.parts(ring, k, v, selected))
+        self._store(ring, k, v, k_pooled)
         return out.flatten(2)
 
-    def parts(self, ring: KVRing | None, k: torch.Tensor, v: torch.Tensor, selected: torch.Tensor) -> list:
+    def joined(self, layer: int, k: torch.Tensor, v: torch.Tensor, selected: torch.Tensor) -> tuple:
+        """One part over the pool: the call's windows copied to the spare slot, the selection's
+        columns mapped to the pool's windows (the layer's cached ones, then the spare's)."""
+        self.pool.spare().write(0, k.shape[1], k, v)
+        return self.pool.k, self.pool.v, selected, self.columns[layer]
+
+    def parts(self, ring: KVRing, k: torch.Tensor, v: torch.Tensor, selected: torch.Tensor) -> list:
         """The kernel's key/value parts for a layer's selection over [cached windows, the call's]:
         the ring (its mask placed at the cached slots' windows) when anything is cached, then the call."""
         cached = self.cached
@@ -218,14 +275,10 @@ class SparseCallAttention:
             parts.insert(0, (ring.keys(), ring.values(), in_ring))
         return parts
 
-    def _store(self, layer: int, k: torch.Tensor, v: torch.Tensor, k_pooled: torch.Tensor) -> None:
+    def _store(self, ring: KVRing, k: torch.Tensor, v: torch.Tensor, k_pooled: torch.Tensor) -> None:
         """Write this call's kept slices into their ring slots (after this layer's attention,
         so a dropped slice's slot can be reused at once)."""
-        p = self.plan
-        if self.rings[layer] is None:
-            self.rings[layer] = KVRing.empty(k, p)
-        ring = self.rings[layer]
-        t, w = p.tokens_per_slice, p.windows_per_slice
+        t, w = self.plan.tokens_per_slice, self.plan.windows_per_slice
         for new, slot in self.cache.writes:
             ring.write(slot * t, (slot + 1) * t, k[:, new * t : (new + 1) * t], v[:, new * t : (new + 1) * t])
             ring.pooled[:, :, slot * w : (slot + 1) * w] = k_pooled[:, :, new * w : (new + 1) * w]

@@ -9,7 +9,7 @@ from typing import Any, Callable, Protocol
 
 import torch
 
-from ..attention.lcsa import AttentionPlan, KVRing, SlotTable
+from ..attention.lcsa import AttentionPlan, KVPool, SlotTable
 from ..config import VAE_SPATIAL_FACTOR
 from ..models.lq_proj import LQProjCache
 from ..models.tc_decoder import TCDecoderMemory
@@ -66,7 +66,7 @@ class StreamState:
     content: tuple[int, int, int, int]  # (y0, x0, h, w) of real pixels inside the model frame
     attention: AttentionPlan
     noise: NoiseSource
-    kv: list[KVRing | None]  # per DiT layer, allocated by the first call
+    kv: KVPool | None  # every DiT layer's KV ring, allocated by the first call
     slots: SlotTable  # which ring slot holds which cached time slice
     lq_proj: LQProjCache = field(default_factory=LQProjCache)
     decoder: TCDecoderMemory | CausalCache | None = None

@@ -21,7 +21,15 @@ from typing import Iterable, Iterator
 import torch
 
 from ..attention.backends import resolve_backend
-from ..attention.lcsa import AttentionPlan, BlockChooser, CachePlan, SlotTable, SparseCallAttention, choose_blocks
+from ..attention.lcsa import (
+    AttentionPlan,
+    BlockChooser,
+    CachePlan,
+    KVPool,
+    SlotTable,
+    SparseCallAttention,
+    choose_blocks,
+)
 from ..attention.masks import window_permutation
 from ..colorfix import color_fix
 from ..kernels import check_kernels
@@ -149,7 +157,7 @@ class StreamingEngine:
             content=content or (0, 0, height, width),
             attention=plan,
             noise=noise or SeededNoise(self.config.seed),
-            kv=[None] * len(self.models.dit.blocks),
+            kv=None,
             slots=SlotTable(plan.cache_capacity),
             decoder=self._start_decoder(),
             tracer=tracer,
@@ -249,6 +257,10 @@ class StreamingEngine:
             on_mask = lambda layer, mask: state.tracer.on_mask(plan.index, layer, mask)  # noqa: E731
         att = state.attention
         cache = state.slots.plan(plan.latent_count // WINDOW[0], att.kv_slices)
+        if state.kv is None:
+            cfg = self.models.dit.cfg
+            layers = len(self.models.dit.blocks)
+            state.kv = KVPool.allocate(att, layers, 1, cfg.num_heads, cfg.head_dim, self.dtype, self.device)
         attention = SparseCallAttention(att, state.kv, cache, self.kernel, on_mask, self.block_chooser)
         order = window_permutation(plan.latent_count, att.tokens_h, att.tokens_w, self.device)
         dit = self.models.dit
@@ -271,14 +283,13 @@ class StreamingEngine:
 
     def _graphs_usable(self, state: StreamState, cache: CachePlan, on_mask) -> bool:
         """CUDA graphs replay fixed memory: not while weights stream through shared slots, not
-        for the first call (it allocates the KV rings), not when a tracer inspects masks."""
+        for the first call (it fills the KV rings), not when a tracer inspects masks."""
         return (
             self.config.cuda_graphs
             and self.device.type == "cuda"
             and not self.streams_weights
             and on_mask is None
             and bool(cache.read)
-            and all(ring is not None for ring in state.kv)
         )
 
     def _lq_tokens(self, state: StreamState, plan: CallPlan) -> torch.Tensor:
