@@ -7,8 +7,10 @@ and write one JSON line per run: how each speed option changes FPS, stage times 
 
 A variant is a '+'-joined list of BenchConfig fields: a boolean's name switches it on, and
 ``name=value`` sets any other ("base": none), e.g. ``memory_limit_gb=6+kv_cache=fp8``.
-One more word is not a BenchConfig field: ``torch_kernels`` runs torch's ops where this project's
-Triton kernels (flashvsr/kernels/) would run, for an A/B in one process.
+Two more words are not BenchConfig fields, for A/Bs in one process: ``torch_kernels`` runs torch's
+ops where this project's Triton kernels (flashvsr/kernels/) would run; ``two_parts`` gives the
+attention kernel a layer's ring and the call's windows as two parts merged by log-sum-exp, as
+before the KV pool's single call.
 Works without PyAV (the CLI's video commands need it; timing does not).
 """
 
@@ -26,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from flashvsr import kernels  # noqa: E402
+from flashvsr.attention import backends  # noqa: E402
 from flashvsr.bench import BenchConfig, run_bench  # noqa: E402
 from flashvsr.cli import ALLOCATOR_SETTINGS  # noqa: E402
 
@@ -44,11 +47,11 @@ def parse_setting(word: str) -> tuple[str, object]:
     return name, (value.lower() in ("1", "true", "yes")) if isinstance(default, bool) else type(default)(value)
 
 
-TORCH_KERNELS = "torch_kernels"
+TORCH_KERNELS, TWO_PARTS = "torch_kernels", "two_parts"
 
 
 def config_for(variant: str, args) -> BenchConfig:
-    words = [w for w in ([] if variant == "base" else variant.split("+")) if w != TORCH_KERNELS]
+    words = [w for w in ([] if variant == "base" else variant.split("+")) if w not in (TORCH_KERNELS, TWO_PARTS)]
     settings = dict(parse_setting(word) for word in words)
     return BenchConfig(height=args.height, width=args.width, frames=args.frames, repeats=args.repeats,
                        device=args.device, layers=args.layers, **settings)  # fmt: skip
@@ -78,6 +81,8 @@ def main() -> int:
     with args.out.open("a") as sink:
         for variant in args.variants:
             kernels.HAVE_TRITON = triton_installed and TORCH_KERNELS not in variant.split("+")
+            for kernel in (backends.flash4_block_sparse, backends.gather_block_sparse):
+                kernel.takes_columns = TWO_PARTS not in variant.split("+")
             result = run_bench(config_for(variant, args))
             print(f"== {variant}\n{result.table()}", flush=True)
             sink.write(json.dumps({"variant": variant, **json.loads(result.to_json())}) + "\n")

@@ -3,8 +3,9 @@
 # goes to /tmp/fa4site, which stays while the machine is warm even when a later call carries other paths.
 # PART=kernels (carry .whl; installs FA4): session 15's Triton kernels (flashvsr/kernels: the block choice's
 #   threshold and tables, the decoder's upsampling and output conv): their CUDA tests, each against the ops it
-#   replaces (kernel_options.py), the threshold's chunk and warp sweep at 1408×768 and 1080p, then the pipeline
-#   with and without them (torch_kernels) in one process, with overlap, at 1408×768.
+#   replaces (kernel_options.py), the threshold's chunk and warp sweep at 1408×768 and 1080p. PART=ab: the
+#   pipeline in one process, with overlap, at 1408×768: as in session 14 (torch_kernels+two_parts), with the
+#   kernels, and with the KV pool's single attention call too (the default now).
 # PART=parity (carry .carry: a copy of ../shared/fixtures/parity as .carry/parity, right after PART=kernels on the
 #   same warm machine): GPU parity against the fixtures with the kernels on (float32 flex; bf16 flash4 with and
 #   without --compile), the issue's exactness check for them.
@@ -26,8 +27,9 @@ if [ "$PART" = kernels ]; then
         set -- $size
         python benchmarks/topk_threshold.py --height "$1" --width "$2" 2>&1 | grep -v -i warn | tee -a "$OUT/topk_threshold.jsonl"
     done
-    python benchmarks/bench_variants.py "$OUT/kernels.jsonl" compile+overlap_decode+torch_kernels \
-        compile+overlap_decode 2>&1 | show
+elif [ "$PART" = ab ]; then
+    python benchmarks/bench_variants.py "$OUT/kernels.jsonl" compile+overlap_decode+torch_kernels+two_parts \
+        compile+overlap_decode+two_parts compile+overlap_decode 2>&1 | show
 elif [ "$PART" = parity ]; then
     python benchmarks/gpu_parity.py .carry/parity --out "$OUT/gpu_parity.json" \
         --also bfloat16/flash4 bfloat16/flash4+compile 2>&1 | grep -v Warning | tail -n 20
@@ -38,7 +40,7 @@ elif [ "$PART" = tight ]; then
     python benchmarks/bench_variants.py "$OUT/memory_tight.jsonl" compile+memory_limit_gb=11 \
         compile+overlap_decode+memory_limit_gb=11 2>&1 | show
 elif [ "$PART" = hd ]; then
-    python benchmarks/bench_variants.py "$OUT/memory_1080p.jsonl" compile+overlap_decode+torch_kernels \
+    python benchmarks/bench_variants.py "$OUT/memory_1080p.jsonl" compile+overlap_decode+torch_kernels+two_parts \
         compile+overlap_decode compile+overlap_decode+linears=fp8 --height 1080 --width 1920 2>&1 | show
 else
     [ -d /tmp/avsite/av ] || pip install -q --no-deps --no-index --target /tmp/avsite .carry_av/*.whl 2>&1 | grep -v "root' user" | tail -n 2
