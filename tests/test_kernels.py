@@ -94,9 +94,9 @@ BLOCK_CHOICE_CASES = textwrap.dedent(
         check(ties, k)
     check(torch.randn(2, 3, 5001, generator=g), 1234)
 
-    def check_tables(mask):
-        want = K.selected_first(mask.cpu())  # the torch form: the mask is on the CPU
-        got = K._triton_selected_first(mask)
+    def check_tables(mask, columns=None):
+        want = K.selected_first(mask.cpu(), columns)  # the torch form: the mask is on the CPU
+        got = K._triton_selected_first(mask, columns)
         assert all(torch.equal(a, b) for a, b in zip(got, want)), mask.shape
 
     selected = torch.rand(1, 12, 66, 264, generator=g) < 0.45  # a steady call's [cached, current] windows
@@ -105,6 +105,7 @@ BLOCK_CHOICE_CASES = textwrap.dedent(
     for density in (0.0, 1.0):
         check_tables(torch.rand(2, 3, 5, 37, generator=g) < density)
     check_tables(torch.rand(4, 1, generator=g) < 0.5)
+    check_tables(selected, torch.randperm(6006, generator=g)[:264].int())  # windows of a KV pool
     print("ok")
     """
 )

@@ -202,9 +202,7 @@ def flash4_tables(mask: torch.Tensor, columns: torch.Tensor | None = None):
     the keys by ``columns``): every selected 128×128 block is a full block (no partial blocks, so
     no mask function runs inside the kernel)."""
     _, tables = _flash4()
-    counts, indices = selected_first(mask)
-    if columns is not None:
-        indices = columns[indices.long()]  # int32, as the kernel wants
+    counts, indices = selected_first(mask, columns)
     no_partial = torch.zeros_like(counts)
     return tables(no_partial, indices, counts, indices, block_size=(WINDOW_TOKENS, WINDOW_TOKENS))
 
