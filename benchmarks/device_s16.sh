@@ -4,7 +4,8 @@
 # PART=kernels (carry .whl; installs FA4): session 15's Triton kernels (flashvsr/kernels: the block choice's
 #   threshold and tables, the decoder's upsampling and output conv): their CUDA tests, each against the ops it
 #   replaces (kernel_options.py), the threshold's chunk and warp sweep at 1408×768 and 1080p. PART=ab: the
-#   pipeline in one process, with overlap, at 1408×768: as in session 14 (torch_kernels+two_parts), with the
+#   pipeline in one process, with overlap, at 1408×768: as in session 14 (torch_kernels+two_parts; only the LR
+#   projection's norms are compiled now), with the
 #   kernels, and with the KV pool's single attention call too (the default now).
 # PART=parity (carry .carry: a copy of ../shared/fixtures/parity as .carry/parity, right after PART=kernels on the
 #   same warm machine): GPU parity against the fixtures with the kernels on (float32 flex; bf16 flash4 with and
