@@ -235,15 +235,20 @@ class SparseCallAttention:
         self.kernel = kernel
         self.on_mask = on_mask
         self.chooser = chooser
-        device = plan.local_mask.device
-        self.cached = slot_windows(cache.read, plan.windows_per_slice, device)  # in each ring: the same for every layer
-        spare = pool.first_window(pool.layers * pool.capacity)
+        self.cached = slot_windows(cache.read, plan.windows_per_slice, plan.local_mask.device)  # the same in every ring
         new_slices = len(cache.writes)  # with anything cached, every new slice is kept
-        self.joins = takes_columns(kernel) and plan.kv_cache != "fp8" and bool(cache.read) and new_slices <= SPARE_SLICES
-        if self.joins:  # per layer: its ring's cached windows, then the spare's, as windows of the pool
-            rings = torch.arange(pool.layers, device=device)[:, None] * pool.first_window(pool.capacity)
-            spares = torch.arange(spare, spare + new_slices * plan.windows_per_slice, device=device)
-            self.columns = torch.cat([self.cached[None] + rings, spares.expand(pool.layers, -1)], dim=1).int()
+        exact_cache = plan.kv_cache != "fp8"  # the kernel reads the pool's values as they are
+        self.joins = takes_columns(kernel) and exact_cache and bool(cache.read) and new_slices <= SPARE_SLICES
+        self.columns = self._pool_columns(new_slices) if self.joins else None
+
+    def _pool_columns(self, new_slices: int) -> torch.Tensor:
+        """(layers, K) int32: each layer's cached windows (logical order), then the spare slot's,
+        as windows of the pool."""
+        pool, device = self.pool, self.cached.device
+        rings = torch.arange(pool.layers, device=device)[:, None] * pool.first_window(pool.capacity)
+        spare = pool.first_window(pool.layers * pool.capacity)
+        spares = torch.arange(spare, spare + new_slices * self.plan.windows_per_slice, device=device)
+        return torch.cat([self.cached[None] + rings, spares.expand(pool.layers, -1)], dim=1).int()
 
     def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         p = self.plan
