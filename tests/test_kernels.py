@@ -41,9 +41,14 @@ def test_a_kernel_whose_check_fails_is_turned_off_and_said_so(monkeypatch):
     def differs(device):
         raise AssertionError("2 of 48 values differ\nfirst at (0, 3)")
 
+    def fails_compiled(device):
+        raise RuntimeError("Unsupported: user-defined triton kernel")
+
     for module in (image, rope, time_windows):
         monkeypatch.setattr(module, "SELF_CHECKS", {})
+        monkeypatch.setattr(module, "COMPILED_CHECKS", {})
     monkeypatch.setattr(block_choice, "SELF_CHECKS", {"fine": lambda device: None, "broken": broken, "wrong": differs})
+    monkeypatch.setattr(block_choice, "COMPILED_CHECKS", {"fine": fails_compiled})
     monkeypatch.setattr(kernels, "HAVE_TRITON", True)
     monkeypatch.setattr(kernels, "turned_off", set())
     problems = kernels.check_kernels.__wrapped__(torch.device("cuda"))  # no GPU is touched: the checks are fakes
@@ -52,6 +57,11 @@ def test_a_kernel_whose_check_fails_is_turned_off_and_said_so(monkeypatch):
         "Triton kernel broken turned off (RuntimeError: PTX assembly aborted); torch's ops serve",
         "Triton kernel wrong turned off (AssertionError: 2 of 48 values differ); torch's ops serve",
     )
+    # with --compile, a kernel that runs inside compiled code must also survive torch.compile
+    assert kernels.check_kernels.__wrapped__(torch.device("cuda"), compiled=True) == (
+        "Triton kernel fine turned off (RuntimeError: Unsupported: user-defined triton kernel); torch's ops serve",
+    )
+    assert kernels.turned_off == {"broken", "wrong", "fine"}
     assert kernels.check_kernels.__wrapped__(torch.device("cpu")) == ()  # nothing to check without a GPU
 
 
@@ -220,7 +230,7 @@ def test_the_lr_projection_windows_give_the_torch_result_in_the_interpreter():
 def test_on_a_gpu_every_kernel_passes_its_check():
     from flashvsr import kernels
 
-    assert kernels.check_kernels(torch.device("cuda")) == () and not kernels.turned_off
+    assert kernels.check_kernels(torch.device("cuda"), compiled=True) == () and not kernels.turned_off
 
 
 @pytest.mark.skipif(not (HAVE_TRITON and torch.cuda.is_available()), reason="the compiled kernel needs a GPU")

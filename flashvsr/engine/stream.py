@@ -65,7 +65,7 @@ class StreamingEngine:
         self.device = torch.device(config.device)
         self.dtype = resolve_dtype(config.dtype)
         self.kernel = resolve_backend(config.attention_backend, self.device)
-        for problem in check_kernels(self.device):  # once per process and GPU
+        for problem in check_kernels(self.device, compiled=config.compile):  # once per process and GPU
             warnings.warn(problem, stacklevel=2)
         self.clock: StageClock = NullClock()  # benchmarks install a timing clock here
         self.block_chooser: BlockChooser = choose_blocks

@@ -33,17 +33,22 @@ def use_triton(kernel: str, *tensors: torch.Tensor) -> bool:
 
 
 @functools.cache
-def check_kernels(device: torch.device) -> tuple[str, ...]:
-    """Run every kernel once on small inputs on ``device`` against its torch form, and turn off any
-    that fails to compile, fails to run or differs (a Triton or driver this code was not tested
-    with): the pipeline then runs as before, only slower. Returns one line per kernel turned off."""
+def check_kernels(device: torch.device, compiled: bool = False) -> tuple[str, ...]:
+    """Run every kernel once on small inputs on ``device`` against its torch form (and, with
+    ``compiled``, those that run inside torch.compile'd code once more under it), and turn off any
+    that fails to compile, fails to run or differs (a Triton, torch or driver this code was not
+    tested with): the pipeline then runs as before, only slower. Returns one line per kernel
+    turned off."""
     if not HAVE_TRITON or device.type != "cuda":
         return ()
     from . import block_choice, image, rope, time_windows
 
     problems = []
     for module in (block_choice, image, rope, time_windows):
-        for name, check in module.SELF_CHECKS.items():
+        checks = [*module.SELF_CHECKS.items(), *(module.COMPILED_CHECKS.items() if compiled else ())]
+        for name, check in checks:
+            if name in turned_off:
+                continue
             try:
                 with torch.no_grad():
                     check(device)

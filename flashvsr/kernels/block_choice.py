@@ -99,7 +99,14 @@ def _check_selected_first(device: torch.device) -> None:
         assert all(torch.equal(a, b) for a, b in zip(got, want))
 
 
+def _check_kth_largest_compiled(device: torch.device) -> None:
+    probs = torch.rand(3, 1000, device=device).softmax(-1)
+    threshold = torch.compile(lambda x: kth_largest(x, 450), fullgraph=True, dynamic=False)  # as the block choice runs
+    assert torch.equal(threshold(probs), _torch_kth_largest(probs, 450))
+
+
 SELF_CHECKS = {"kth_largest": _check_kth_largest, "selected_first": _check_selected_first}
+COMPILED_CHECKS = {"kth_largest": _check_kth_largest_compiled}  # --compile runs it inside the block choice
 
 
 if HAVE_TRITON:

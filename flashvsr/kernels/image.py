@@ -129,6 +129,7 @@ def _check_conv3x3_narrow(device: torch.device) -> None:
     assert error <= exact.abs().max() * BF16_HALF_ULP * 2, float(error)  # rounded once (a margin of 2)
 
 
+COMPILED_CHECKS: dict = {}  # none of these runs inside compiled code
 SELF_CHECKS = {
     "upsample2x": _check_upsample2x,
     "frames_from_channel_groups": _check_frames_from_channel_groups,

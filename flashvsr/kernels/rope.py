@@ -49,7 +49,17 @@ def _check_rms_norm_rope(device: torch.device) -> None:
     assert (got - want).abs().max() <= want.abs().max() * 2.0**-7, "more than one bfloat16 step apart"
 
 
+def _check_rms_norm_rope_compiled(device: torch.device) -> None:
+    x = torch.randn(1, 300, 1536, device=device).bfloat16()
+    weight = torch.ones(1536, device=device).bfloat16()
+    angles = torch.rand(300, 64, device=device) * 6.3
+    args = (x, weight, 1e-6, angles.cos(), angles.sin(), 12)
+    compiled = torch.compile(rms_norm_rope, fullgraph=True, dynamic=False)  # as the DiT's compiled halves run it
+    assert torch.equal(compiled(*args), rms_norm_rope(*args))
+
+
 SELF_CHECKS = {"rms_norm_rope": _check_rms_norm_rope}
+COMPILED_CHECKS = {"rms_norm_rope": _check_rms_norm_rope_compiled}  # --compile runs it inside the DiT's halves
 
 
 if HAVE_TRITON:
