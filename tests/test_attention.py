@@ -287,3 +287,28 @@ def test_on_a_gpu_flash4_over_the_kv_pool_matches_two_parts():
         state = engine.start(256, 384)
         outs[name] = torch.cat([engine.push(state, frames), engine.finish(state)]).float()
     assert (outs["joined"] - outs["parts"]).abs().max() < 0.05
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="FlashAttention-4 needs a GPU")
+def test_on_a_gpu_flash4_reads_windows_past_two_to_the_31_elements():
+    """A 1080p pool holds 2.4e9 elements per tensor: whether FlashAttention-4's tables may point past
+    2³¹ elements (JOINED_MAX_ELEMENTS keeps such pools on two parts until this passes)."""
+    from flashvsr.attention.backends import dense_block_sparse, flash4_block_sparse, flash4_usable
+
+    if not flash4_usable(torch.device("cuda")):
+        pytest.skip("FlashAttention-4 is not installed")
+    heads, d, windows = 12, 128, 11_000  # 11,000 × 128 tokens × 1536 = 2.16e9 elements
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q = torch.randn(1, 4 * 128, heads, d, device="cuda", generator=g).bfloat16()
+    k = torch.empty(1, windows * 128, heads, d, device="cuda", dtype=torch.bfloat16)
+    v = torch.empty_like(k)
+    columns = torch.tensor([3, 5_000, 10_998, 10_999], device="cuda", dtype=torch.int32)  # two past 2³¹ elements
+    for c in columns.tolist():
+        k[:, c * 128 : (c + 1) * 128].normal_(generator=g)
+        v[:, c * 128 : (c + 1) * 128].normal_(generator=g)
+    mask = torch.rand(1, heads, 4, 4, device="cuda", generator=g) < 0.6
+    got = flash4_block_sparse(q, [(k, v, mask, columns)]).float()
+    keys = torch.cat([k[:, c * 128 : (c + 1) * 128] for c in columns.tolist()], dim=1)
+    values = torch.cat([v[:, c * 128 : (c + 1) * 128] for c in columns.tolist()], dim=1)
+    want = dense_block_sparse(q.float(), [(keys.float(), values.float(), mask)])
+    assert (got - want).abs().max() < 0.02

@@ -33,6 +33,9 @@ from .backends import BlockSparseAttention, takes_columns
 MaskHook = Callable[[int, torch.Tensor], None]  # (layer, selected-block mask)
 FIRST_CALL_SLICES = 3  # call 0 processes three time slices, mutually visible
 SPARE_SLICES = 1  # a steady call's new slices, waiting in the pool beside the rings
+# Pools up to this many keys' elements are read in one call (at 1408×768: 1.2e9). Beyond it, 32-bit
+# offsets inside a kernel could overflow; tests/test_attention.py checks FlashAttention-4 past it on a GPU.
+JOINED_MAX_ELEMENTS = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -238,7 +241,8 @@ class SparseCallAttention:
         self.cached = slot_windows(cache.read, plan.windows_per_slice, plan.local_mask.device)  # the same in every ring
         new_slices = len(cache.writes)  # with anything cached, every new slice is kept
         exact_cache = plan.kv_cache != "fp8"  # the kernel reads the pool's values as they are
-        self.joins = takes_columns(kernel) and exact_cache and bool(cache.read) and new_slices <= SPARE_SLICES
+        fits = new_slices <= SPARE_SLICES and pool.k.numel() <= JOINED_MAX_ELEMENTS
+        self.joins = takes_columns(kernel) and exact_cache and bool(cache.read) and fits
         self.columns = self._pool_columns(new_slices) if self.joins else None
 
     def _pool_columns(self, new_slices: int) -> torch.Tensor:
