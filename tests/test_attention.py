@@ -291,8 +291,9 @@ def test_on_a_gpu_flash4_over_the_kv_pool_matches_two_parts():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="FlashAttention-4 needs a GPU")
 def test_on_a_gpu_flash4_reads_windows_past_two_to_the_31_elements():
-    """A 1080p pool holds 2.4e9 elements per tensor: whether FlashAttention-4's tables may point past
-    2³¹ elements (JOINED_MAX_ELEMENTS keeps such pools on two parts until this passes)."""
+    """Whether FlashAttention-4's tables may point past 2³¹ elements of the keys: a layer's span of
+    the pool passes that from 2560×1536 up (1080p: 1.2e9), and JOINED_MAX_ELEMENTS keeps such
+    spans on two parts until this passes."""
     from flashvsr.attention.backends import dense_block_sparse, flash4_block_sparse, flash4_usable
 
     if not flash4_usable(torch.device("cuda")):

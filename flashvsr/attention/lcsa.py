@@ -33,8 +33,9 @@ from .backends import BlockSparseAttention, takes_columns
 MaskHook = Callable[[int, torch.Tensor], None]  # (layer, selected-block mask)
 FIRST_CALL_SLICES = 3  # call 0 processes three time slices, mutually visible
 SPARE_SLICES = 1  # a steady call's new slices, waiting in the pool beside the rings
-# Pools up to this many keys' elements are read in one call (at 1408×768: 1.2e9). Beyond it, 32-bit
-# offsets inside a kernel could overflow; tests/test_attention.py checks FlashAttention-4 past it on a GPU.
+# A layer's span of the pool (its ring and the spare) up to this many elements is read in one call
+# (1408×768: 0.6e9, 1080p: 1.2e9); beyond, 32-bit offsets inside a kernel could overflow
+# (tests/test_attention.py checks FlashAttention-4 past it on a GPU).
 JOINED_MAX_ELEMENTS = 2**31 - 1
 
 
@@ -106,9 +107,11 @@ class KVRing:
 
 @dataclass
 class KVPool:
-    """Every layer's ring in one allocation, slot-major: layer l's ring is slots [l·C, (l+1)·C)
-    (C the plan's cache capacity), then :data:`SPARE_SLICES` spare slots. Allocated once, by a
-    stream's first call; moved as a whole when a tile is parked."""
+    """Every layer's ring in one allocation, slot-major, with :data:`SPARE_SLICES` spare slots in
+    the middle: the first half of the layers' rings (C slots each, the plan's cache capacity), the
+    spare, the second half. A layer's ring and the spare then lie within about half the pool (its
+    :meth:`span`), which keeps a kernel's offsets small. Allocated once, by a stream's first call;
+    moved as a whole when a tile is parked."""
 
     k: torch.Tensor  # (B, slots·S·128, heads, d)
     v: torch.Tensor
@@ -134,17 +137,28 @@ class KVPool:
     def windows_per_slot(self) -> int:
         return self.pooled.shape[2] // (self.layers * self.capacity + SPARE_SLICES)
 
+    @property
+    def spare_slot(self) -> int:
+        return (self.layers // 2) * self.capacity
+
+    def ring_slot(self, layer: int) -> int:
+        """The first slot of ``layer``'s ring."""
+        return layer * self.capacity + (SPARE_SLICES if layer >= self.layers // 2 else 0)
+
+    def span(self, layer: int) -> tuple[int, int]:
+        """Slots [first, end) that hold ``layer``'s ring and the spare."""
+        ring, spare = self.ring_slot(layer), self.spare_slot
+        return min(ring, spare), max(ring + self.capacity, spare + SPARE_SLICES)
+
     def ring(self, layer: int) -> KVRing:
-        return self._slots(layer * self.capacity, (layer + 1) * self.capacity)
+        first = self.ring_slot(layer)
+        return self.slots(first, first + self.capacity)
 
     def spare(self) -> KVRing:
-        first = self.layers * self.capacity
-        return self._slots(first, first + SPARE_SLICES)
+        return self.slots(self.spare_slot, self.spare_slot + SPARE_SLICES)
 
-    def first_window(self, slot: int) -> int:
-        return slot * self.windows_per_slot
-
-    def _slots(self, first: int, end: int) -> KVRing:
+    def slots(self, first: int, end: int) -> KVRing:
+        """Slots [first, end) as one ring's views."""
         w = self.windows_per_slot
         t = w * WINDOW_TOKENS
         cut = lambda x: None if x is None else x[:, first * t : end * t]  # noqa: E731
@@ -241,18 +255,24 @@ class SparseCallAttention:
         self.cached = slot_windows(cache.read, plan.windows_per_slice, plan.local_mask.device)  # the same in every ring
         new_slices = len(cache.writes)  # with anything cached, every new slice is kept
         exact_cache = plan.kv_cache != "fp8"  # the kernel reads the pool's values as they are
-        fits = new_slices <= SPARE_SLICES and pool.k.numel() <= JOINED_MAX_ELEMENTS
+        fits = new_slices <= SPARE_SLICES and self._largest_span_elements() <= JOINED_MAX_ELEMENTS
         self.joins = takes_columns(kernel) and exact_cache and bool(cache.read) and fits
         self.columns = self._pool_columns(new_slices) if self.joins else None
 
+    def _largest_span_elements(self) -> int:
+        pool = self.pool
+        slots = max(end - first for first, end in map(pool.span, range(pool.layers)))
+        return slots * self.plan.tokens_per_slice * pool.k[0, 0].numel()
+
     def _pool_columns(self, new_slices: int) -> torch.Tensor:
         """(layers, K) int32: each layer's cached windows (logical order), then the spare slot's,
-        as windows of the pool."""
-        pool, device = self.pool, self.cached.device
-        rings = torch.arange(pool.layers, device=device)[:, None] * pool.first_window(pool.capacity)
-        spare = pool.first_window(pool.layers * pool.capacity)
-        spares = torch.arange(spare, spare + new_slices * self.plan.windows_per_slice, device=device)
-        return torch.cat([self.cached[None] + rings, spares.expand(pool.layers, -1)], dim=1).int()
+        as windows of the layer's span of the pool."""
+        pool, w, device = self.pool, self.plan.windows_per_slice, self.cached.device
+        layer = torch.arange(pool.layers, device=device)[:, None]  # made on the device: no copy the GPU waits for
+        ring = layer * pool.capacity + SPARE_SLICES * (layer >= pool.layers // 2)  # as ring_slot
+        first = torch.minimum(ring, torch.full_like(ring, pool.spare_slot))  # as span
+        spare = torch.arange(new_slices * w, device=device) + (pool.spare_slot - first) * w
+        return torch.cat([self.cached + (ring - first) * w, spare], dim=1).int()
 
     def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         p = self.plan
@@ -270,8 +290,10 @@ class SparseCallAttention:
     def joined(self, layer: int, k: torch.Tensor, v: torch.Tensor, selected: torch.Tensor) -> tuple:
         """One part over the pool: the call's windows copied to the spare slot, the selection's
         columns mapped to the pool's windows (the layer's cached ones, then the spare's)."""
-        self.pool.spare().write(0, k.shape[1], k, v)
-        return self.pool.k, self.pool.v, selected, self.columns[layer]
+        pool, t = self.pool, self.plan.tokens_per_slice
+        pool.spare().write(0, k.shape[1], k, v)
+        first, end = pool.span(layer)
+        return pool.k[:, first * t : end * t], pool.v[:, first * t : end * t], selected, self.columns[layer]
 
     def parts(self, ring: KVRing, k: torch.Tensor, v: torch.Tensor, selected: torch.Tensor) -> list:
         """The kernel's key/value parts for a layer's selection over [cached windows, the call's]:
