@@ -32,8 +32,8 @@ from ..attention.lcsa import (
 )
 from ..attention.masks import window_permutation
 from ..colorfix import color_fix
-from ..kernels import check_kernels
 from ..config import PIXEL_MULTIPLE, TOKEN_PIXELS, VAE_SPATIAL_FACTOR, VAE_TEMPORAL_FACTOR, WINDOW, EngineConfig
+from ..kernels import check_kernels
 from ..models import FlashVSRModels
 from ..models.dit import DiTBlock, resident_weights
 from ..models.fp8_linear import FP8_MIN_CAPABILITY, use_fp8_linears
@@ -257,11 +257,7 @@ class StreamingEngine:
             on_mask = lambda layer, mask: state.tracer.on_mask(plan.index, layer, mask)  # noqa: E731
         att = state.attention
         cache = state.slots.plan(plan.latent_count // WINDOW[0], att.kv_slices)
-        if state.kv is None:
-            cfg = self.models.dit.cfg
-            layers = len(self.models.dit.blocks)
-            state.kv = KVPool.allocate(att, layers, 1, cfg.num_heads, cfg.head_dim, self.dtype, self.device)
-        attention = SparseCallAttention(att, state.kv, cache, self.kernel, on_mask, self.block_chooser)
+        attention = SparseCallAttention(att, self._kv_pool(state), cache, self.kernel, on_mask, self.block_chooser)
         order = window_permutation(plan.latent_count, att.tokens_h, att.tokens_w, self.device)
         dit = self.models.dit
 
@@ -280,6 +276,13 @@ class StreamingEngine:
         if state.tracer and state.tracer.on_latents:
             state.tracer.on_latents(plan.index, latents)
         return latents
+
+    def _kv_pool(self, state: StreamState) -> KVPool:
+        """The stream's KV pool, allocated by its first call: every layer's ring and the spare slot."""
+        if state.kv is None:
+            cfg, layers = self.models.dit.cfg, len(self.models.dit.blocks)
+            state.kv = KVPool.allocate(state.attention, layers, 1, cfg.num_heads, cfg.head_dim, self.dtype, self.device)
+        return state.kv
 
     def _graphs_usable(self, state: StreamState, cache: CachePlan, on_mask) -> bool:
         """CUDA graphs replay fixed memory: not while weights stream through shared slots, not
