@@ -7,10 +7,11 @@ and write one JSON line per run: how each speed option changes FPS, stage times 
 
 A variant is a '+'-joined list of BenchConfig fields: a boolean's name switches it on, and
 ``name=value`` sets any other ("base": none), e.g. ``memory_limit_gb=6+kv_cache=fp8``.
-Two more words are not BenchConfig fields, for A/Bs in one process: ``torch_kernels`` runs torch's
-ops where this project's Triton kernels (flashvsr/kernels/) would run; ``two_parts`` gives the
-attention kernel a layer's ring and the call's windows as two parts merged by log-sum-exp, as
-before the KV pool's single call.
+More words are not BenchConfig fields, for A/Bs in one process: ``torch_kernels`` runs torch's
+ops where this project's Triton kernels (flashvsr/kernels/) would run, and ``torch_NAME`` only
+where kernel NAME would (e.g. ``torch_conv3x3_narrow``); ``two_parts`` gives the attention kernel
+a layer's ring and the call's windows as two parts merged by log-sum-exp, as before the KV pool's
+single call.
 Works without PyAV (the CLI's video commands need it; timing does not).
 """
 
@@ -50,8 +51,25 @@ def parse_setting(word: str) -> tuple[str, object]:
 TORCH_KERNELS, TWO_PARTS = "torch_kernels", "two_parts"
 
 
+def _is_path_word(word: str) -> bool:
+    return word in (TORCH_KERNELS, TWO_PARTS) or word.startswith("torch_")
+
+
+def use_paths(variant: str, triton_installed: bool) -> set[str]:
+    """Switch this project's kernels and the pool's single call as the variant's words say; returns
+    the kernels it turned off, to turn back on after the variant (those its checks failed stay off)."""
+    words = variant.split("+")
+    kernels.HAVE_TRITON = triton_installed and TORCH_KERNELS not in words
+    named = {w.removeprefix("torch_") for w in words if w.startswith("torch_") and w != TORCH_KERNELS}
+    added = named - kernels.turned_off
+    kernels.turned_off.update(added)
+    for kernel in (backends.flash4_block_sparse, backends.gather_block_sparse):
+        kernel.takes_columns = TWO_PARTS not in words
+    return added
+
+
 def config_for(variant: str, args) -> BenchConfig:
-    words = [w for w in ([] if variant == "base" else variant.split("+")) if w not in (TORCH_KERNELS, TWO_PARTS)]
+    words = [w for w in ([] if variant == "base" else variant.split("+")) if not _is_path_word(w)]
     settings = dict(parse_setting(word) for word in words)
     return BenchConfig(height=args.height, width=args.width, frames=args.frames, repeats=args.repeats,
                        device=args.device, layers=args.layers, **settings)  # fmt: skip
@@ -80,10 +98,9 @@ def main() -> int:
     triton_installed = kernels.HAVE_TRITON
     with args.out.open("a") as sink:
         for variant in args.variants:
-            kernels.HAVE_TRITON = triton_installed and TORCH_KERNELS not in variant.split("+")
-            for kernel in (backends.flash4_block_sparse, backends.gather_block_sparse):
-                kernel.takes_columns = TWO_PARTS not in variant.split("+")
+            added = use_paths(variant, triton_installed)
             result = run_bench(config_for(variant, args))
+            kernels.turned_off.difference_update(added)
             print(f"== {variant}\n{result.table()}", flush=True)
             sink.write(json.dumps({"variant": variant, **json.loads(result.to_json())}) + "\n")
             sink.flush()
