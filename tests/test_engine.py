@@ -297,3 +297,13 @@ def test_output_frames_are_handed_out_in_order_two_dit_calls_later():
     assert [int(f[0, 0, 0]) for f in hand_over.add(pushes[2])] == [0, 0]  # once two later calls are queued
     assert [int(f[0, 0, 0]) for f in hand_over.add(pushes[3])] == [1, 1]
     assert [int(f[0, 0, 0]) for f in hand_over.rest()] == [2, 2, 3, 3]
+
+
+def test_a_kernel_turned_off_on_this_gpu_is_said_when_the_engine_starts(monkeypatch):
+    """The start-up check of this project's GPU kernels (flashvsr/kernels) reaches the user as a warning."""
+    import flashvsr.engine.stream as stream_module
+
+    line = "Triton kernel conv3x3_narrow turned off (AssertionError: 0.02 apart); torch's ops serve"
+    monkeypatch.setattr(stream_module, "check_kernels", lambda device, compiled: (line,))
+    with pytest.warns(UserWarning, match="conv3x3_narrow turned off"):
+        StreamingEngine(tiny_models(), EngineConfig(dtype="float32", device="cpu"))
