@@ -20,6 +20,7 @@ import importlib.util
 import torch
 
 HAVE_TRITON = importlib.util.find_spec("triton") is not None
+SMALLEST_TILE = 16  # Triton's smallest tile side for tensor-core products: tiles are at least this wide
 turned_off: set[str] = set()  # kernels whose check failed on this machine: torch's forms serve instead
 
 
@@ -30,6 +31,13 @@ def use_triton(kernel: str, *tensors: torch.Tensor) -> bool:
     if not (HAVE_TRITON and tensors[0].is_cuda) or kernel in turned_off:
         return False
     return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+
+
+def tile_width(n: int, most: int | None = None) -> int:
+    """The power of two that a tile needs to cover ``n`` elements (at least :data:`SMALLEST_TILE`),
+    capped at ``most`` (then the kernel loops over tiles)."""
+    width = max(SMALLEST_TILE, 1 << (n - 1).bit_length())
+    return width if most is None else max(SMALLEST_TILE, min(most, width))
 
 
 @functools.cache

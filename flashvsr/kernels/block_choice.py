@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from . import HAVE_TRITON, use_triton
+from . import HAVE_TRITON, tile_width, use_triton
 
 CHUNK = 4096  # elements a radix-select program reads at once from its row
 NUM_WARPS = 8
@@ -78,7 +78,7 @@ def _triton_selected_first(mask: torch.Tensor, columns: torch.Tensor | None = No
         rows = rows.contiguous()
     counts = torch.empty(rows.shape[0], device=mask.device, dtype=torch.int32)
     order = torch.empty(rows.shape, device=mask.device, dtype=torch.int32)
-    block = max(16, 1 << (width - 1).bit_length())
+    block = tile_width(width)
     mapped = columns is not None
     names = columns.int().contiguous() if mapped else counts  # a placeholder pointer when unmapped
     _selected_first[(rows.shape[0],)](rows.view(torch.uint8), names, counts, order, width, rows.stride(0),

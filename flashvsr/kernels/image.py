@@ -18,11 +18,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import HAVE_TRITON, use_triton
+from . import HAVE_TRITON, tile_width, use_triton
 
 UPSAMPLE_PIXELS = 16  # pixels of a row per upsampling program (× up to 128 channels)
 NARROW_OUTPUTS = 16  # the conv's outputs padded to the smallest tensor-core tile
 NARROW_PIXELS = 64  # output pixels of a row per conv program
+CHANNELS_PER_TILE = 128  # most channels a program takes at once (more: it loops)
 HALF_DTYPES = (torch.bfloat16, torch.float16)  # float32 products would run as TF32 on tensor cores
 BF16_HALF_ULP = 2.0**-8  # relative rounding error of bfloat16
 
@@ -73,7 +74,7 @@ def _is_channels_last(x: torch.Tensor) -> bool:
 def _triton_upsample2x(x: torch.Tensor, pixels: int = UPSAMPLE_PIXELS, num_warps: int = 4) -> torch.Tensor:
     n, c, h, w = x.shape
     y = torch.empty(n, c, 2 * h, 2 * w, device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
-    block_c = max(16, min(128, 1 << (c - 1).bit_length()))
+    block_c = tile_width(c, CHANNELS_PER_TILE)
     grid = (n * h, triton.cdiv(w, pixels), triton.cdiv(c, block_c))
     _upsample2x[grid](x, y, h, w, c, BLOCK_W=pixels, BLOCK_C=block_c, num_warps=num_warps)
     return y
@@ -83,7 +84,7 @@ def _triton_frames_from_channel_groups(y: torch.Tensor, groups: int, pixels: int
     t, gc, h, w = y.shape
     c = gc // groups
     out = torch.empty(t * groups, c, h, w, device=y.device, dtype=y.dtype, memory_format=torch.channels_last)
-    block_c = max(16, min(128, 1 << (c - 1).bit_length()))
+    block_c = tile_width(c, CHANNELS_PER_TILE)
     grid = (t * groups, triton.cdiv(h * w, pixels), triton.cdiv(c, block_c))
     _regroup[grid](y, out, h * w, c, groups, BLOCK_P=pixels, BLOCK_C=block_c)
     return out
@@ -104,7 +105,7 @@ def _triton_conv3x3_narrow(
     taps = packed_taps(weight.to(x.dtype))
     bias = torch.zeros(c_out, device=x.device) if bias is None else bias.float()
     y = torch.empty(n, c_out, h, w, device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
-    block_k = max(16, min(128, 1 << (c - 1).bit_length()))
+    block_k = tile_width(c, CHANNELS_PER_TILE)
     grid = (n * h, triton.cdiv(w, pixels))
     _conv3x3_narrow[grid](x, taps, bias, y, h, w, c, c_out, BLOCK_P=pixels, BLOCK_K=block_k, N_PAD=NARROW_OUTPUTS,
                           num_warps=num_warps)  # fmt: skip
