@@ -27,6 +27,7 @@ import torch
 
 from ..config import WINDOW, WINDOW_TOKENS
 from ..fp8 import FP8, quantize_rows
+from ..transfer import to_device
 from . import masks
 from .backends import BlockSparseAttention, takes_columns
 
@@ -267,12 +268,13 @@ class SparseCallAttention:
     def _pool_columns(self, new_slices: int) -> torch.Tensor:
         """(layers, K) int32: each layer's cached windows (logical order), then the spare slot's,
         as windows of the layer's span of the pool."""
-        pool, w, device = self.pool, self.plan.windows_per_slice, self.cached.device
-        layer = torch.arange(pool.layers, device=device)[:, None]  # made on the device: no copy the GPU waits for
-        ring = layer * pool.capacity + SPARE_SLICES * (layer >= pool.layers // 2)  # as ring_slot
-        first = torch.minimum(ring, torch.full_like(ring, pool.spare_slot))  # as span
-        spare = torch.arange(new_slices * w, device=device) + (pool.spare_slot - first) * w
-        return torch.cat([self.cached + (ring - first) * w, spare], dim=1).int()
+        pool, w = self.pool, self.plan.windows_per_slice
+        first = torch.tensor([pool.span(layer)[0] for layer in range(pool.layers)])[:, None]
+        ring = torch.tensor([pool.ring_slot(layer) for layer in range(pool.layers)])[:, None]
+        cached = slot_windows(self.cache.read, w, "cpu")
+        spare = torch.arange(new_slices * w) + (pool.spare_slot - first) * w
+        table = torch.cat([cached + (ring - first) * w, spare], dim=1).int()
+        return to_device(table, self.cached.device)  # pinned: no copy the GPU waits for
 
     def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         p = self.plan
