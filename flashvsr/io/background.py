@@ -91,13 +91,11 @@ class BackgroundWriter:
         self.writer.abort()
 
     def _put(self, item) -> None:
-        while True:  # in steps, so that an encoder that died cannot leave the caller waiting forever
-            self._raise_failure()
-            try:
-                self.frames.put(item, timeout=POLL_SECONDS)
-                return
-            except queue.Full:
-                continue
+        _put_in_steps(self.frames, item, self._still_encoding)  # an encoder that died cannot leave the caller waiting
+
+    def _still_encoding(self) -> bool:
+        self._raise_failure()
+        return True
 
     def _encode(self) -> None:
         while not self.stop.is_set():
@@ -158,10 +156,16 @@ def _produce(items: Iterator, ready: queue.Queue, stop: threading.Event) -> None
 
 
 def _offer(ready: queue.Queue, entry, stop: threading.Event) -> bool:
-    """Queue ``entry`` unless the consumer has gone; in steps, so a closed consumer never leaves this waiting."""
-    while not stop.is_set():
+    """Queue ``entry`` unless the consumer has gone; a closed consumer never leaves this waiting."""
+    return _put_in_steps(ready, entry, lambda: not stop.is_set())
+
+
+def _put_in_steps(items: queue.Queue, item, go_on: Callable[[], bool]) -> bool:
+    """Put ``item`` in a bounded queue, asking ``go_on`` before each wait of :data:`POLL_SECONDS`
+    (it may raise); False once it says to give up."""
+    while go_on():
         try:
-            ready.put(entry, timeout=POLL_SECONDS)
+            items.put(item, timeout=POLL_SECONDS)
             return True
         except queue.Full:
             continue
