@@ -200,30 +200,21 @@ ROPE_CASES = textwrap.dedent(
 )
 
 
-def run_in_interpreter(script: str) -> None:
+INTERPRETER_CASES = {
+    "block choice": BLOCK_CHOICE_CASES,
+    "decoder": IMAGE_CASES,
+    "query/key norm and rotation": ROPE_CASES,
+    "LR projection windows": TIME_WINDOW_CASES,
+}
+
+
+@pytest.mark.skipif(not HAVE_TRITON, reason="Triton is not installed (pip install triton)")
+@pytest.mark.parametrize("kernels", sorted(INTERPRETER_CASES))
+def test_the_kernels_give_the_torch_results_in_the_interpreter(kernels):
     env = dict(os.environ, TRITON_INTERPRET="1")
+    script = INTERPRETER_CASES[kernels]
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
-
-
-@pytest.mark.skipif(not HAVE_TRITON, reason="Triton is not installed (pip install triton)")
-def test_the_block_choice_kernels_give_the_torch_results_in_the_interpreter():
-    run_in_interpreter(BLOCK_CHOICE_CASES)
-
-
-@pytest.mark.skipif(not HAVE_TRITON, reason="Triton is not installed (pip install triton)")
-def test_the_decoder_kernels_give_the_torch_results_in_the_interpreter():
-    run_in_interpreter(IMAGE_CASES)
-
-
-@pytest.mark.skipif(not HAVE_TRITON, reason="Triton is not installed (pip install triton)")
-def test_the_query_key_norm_and_rotation_give_the_models_result_in_the_interpreter():
-    run_in_interpreter(ROPE_CASES)
-
-
-@pytest.mark.skipif(not HAVE_TRITON, reason="Triton is not installed (pip install triton)")
-def test_the_lr_projection_windows_give_the_torch_result_in_the_interpreter():
-    run_in_interpreter(TIME_WINDOW_CASES)
 
 
 @pytest.mark.skipif(not (HAVE_TRITON and torch.cuda.is_available()), reason="the compiled kernels need a GPU")
