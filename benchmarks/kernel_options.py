@@ -39,8 +39,10 @@ from flashvsr.config import SPARSE_REFERENCE_PIXELS, LQProjConfig  # noqa: E402
 from flashvsr.kernels import HAVE_TRITON  # noqa: E402
 from flashvsr.kernels.block_choice import kth_largest  # noqa: E402
 from flashvsr.kernels.rope import rms_norm_rope  # noqa: E402
-from flashvsr.kernels.time_windows import _triton_stacked  # noqa: E402
+from flashvsr.kernels.time_windows import _torch_stacked, _triton_stacked  # noqa: E402
 from flashvsr.kernels.image import (  # noqa: E402
+    _torch_frames_from_channel_groups,
+    _torch_upsample2x,
     _triton_conv3x3_narrow,
     _triton_frames_from_channel_groups,
     _triton_upsample2x,
@@ -97,7 +99,7 @@ def decoder_cases(h: int, w: int, rows: list, iters: int) -> None:
                     _triton_conv3x3_narrow, x, last, bias, pixels, warps)  # fmt: skip
     compare("last_conv", ways, rows, iters)
     low = randn(1, 128, h // 2, w // 2, layout=cl)
-    ways = {"broadcast copy": lambda: _torch_upsample(low),
+    ways = {"broadcast copy": lambda: _torch_upsample2x(low),
             "interpolate": lambda: F.interpolate(low, scale_factor=2, mode="nearest")}  # fmt: skip
     if HAVE_TRITON:
         for pixels in (8, 16, 32):
@@ -105,24 +107,10 @@ def decoder_cases(h: int, w: int, rows: list, iters: int) -> None:
                 ways[f"triton {pixels} px × {warps} warps"] = functools.partial(_triton_upsample2x, low, pixels, warps)
     compare("upsample_last", ways, rows, iters)
     grown = randn(2, 256, h // 2, w // 2, layout=cl)  # the last temporal growth's output, 2 frames
-    ways = {"strided copy": lambda: _torch_regroup(grown)}
+    ways = {"strided copy": lambda: _torch_frames_from_channel_groups(grown, 2)}
     if HAVE_TRITON:
         ways["triton"] = lambda: _triton_frames_from_channel_groups(grown, 2)
     compare("regroup_last", ways, rows, iters)
-
-
-def _torch_regroup(y: torch.Tensor, groups: int = 2) -> torch.Tensor:
-    """The strided copy that frames_from_channel_groups replaces where Triton runs."""
-    t, gc, h, w = y.shape
-    y = y.permute(0, 2, 3, 1).reshape(t, h, w, groups, gc // groups).permute(0, 3, 1, 2, 4)
-    return y.reshape(t * groups, h, w, gc // groups).contiguous().permute(0, 3, 1, 2)
-
-
-def _torch_upsample(x: torch.Tensor) -> torch.Tensor:
-    """The broadcast copy that upsample2x replaces where Triton runs."""
-    n, c, h, w = x.shape
-    y = x.permute(0, 2, 3, 1)[:, :, None, :, None].expand(n, h, 2, w, 2, c)
-    return y.reshape(n, 2 * h, 2 * w, c).permute(0, 3, 1, 2)
 
 
 # Nearest 2× upsampling then a 3×3 conv (padding 1) equals a stride-2 transposed conv with a 4×4
@@ -186,18 +174,10 @@ def lr_window_cases(h: int, w: int, rows: list, iters: int) -> None:
     conv1_out = randn(2, gh, gw, cfg.hidden1).permute(0, 3, 1, 2).unflatten(0, (1, 2)).transpose(1, 2)
     for name, x, hist in (("lr_windows_conv1", clip, clip[:, :, -2:].clone()),
                           ("lr_windows_conv2", conv1_out, conv1_out[:, :, -2:].clone())):  # fmt: skip
-        ways = {"cat + pad + stack": functools.partial(_torch_stacked, x, hist)}
+        ways = {"cat + pad + stack": functools.partial(_torch_stacked, x, hist, 0, 4, 2, (1, 1))}
         if HAVE_TRITON:
             ways["triton"] = functools.partial(_triton_stacked, x, hist, 0, 4, 2, (1, 1))
         compare(name, ways, rows, iters)
-
-
-def _torch_stacked(x: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
-    """The three copies that stacked_time_windows replaces where Triton runs."""
-    x = F.pad(torch.cat([history, x], dim=2), (1, 1, 1, 1, 0, 0), mode="replicate")
-    windows = x.unfold(2, 4, 2)
-    b, c, steps, hh, ww, _ = windows.shape
-    return windows.permute(0, 2, 3, 4, 1, 5).reshape(b * steps, hh, ww, c * 4).permute(0, 3, 1, 2)
 
 
 def rope_cases(tokens: int, rows: list, iters: int) -> None:
