@@ -9,7 +9,7 @@ A variant is a '+'-joined list of BenchConfig fields: a boolean's name switches 
 ``name=value`` sets any other ("base": none), e.g. ``memory_limit_gb=6+kv_cache=fp8``.
 More words are not BenchConfig fields, for A/Bs in one process: ``torch_kernels`` runs torch's
 ops where this project's Triton kernels (flashvsr/kernels/) would run, and ``torch_NAME`` only
-where kernel NAME would (e.g. ``torch_conv3x3_narrow``); ``two_parts`` gives the attention kernel
+where kernel NAME would (e.g. ``torch_rms_norm_rope``); ``two_parts`` gives the attention kernel
 a layer's ring and the call's windows as two parts merged by log-sum-exp, as before the KV pool's
 single call.
 Works without PyAV (the CLI's video commands need it; timing does not).

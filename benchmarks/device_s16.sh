@@ -28,6 +28,21 @@ if [ "$PART" = kernels ]; then
         set -- $size
         python benchmarks/topk_threshold.py --height "$1" --width "$2" 2>&1 | grep -v -i warn | tee -a "$OUT/topk_threshold.jsonl"
     done
+elif [ "$PART" = confirm ]; then  # after dropping the radix select and the narrow conv (no gain measured)
+    python -m pytest -q tests/test_kernels.py tests/test_attention.py -W ignore 2>&1 | grep -E "^E  |passed|failed" | head -n 30
+    python benchmarks/bench_variants.py "$OUT/confirm_1080p.jsonl" compile+overlap_decode \
+        compile+overlap_decode+decoder_frame_chunk=2 --height 1080 --width 1920 2>&1 | show
+    python benchmarks/bench_variants.py "$OUT/confirm_768p.jsonl" compile+overlap_decode 2>&1 | show
+elif [ "$PART" = rope ]; then  # the query/key norm + rotation kernel per rows per program, at both sizes' token counts
+    for size in "768 1408" "1152 1920"; do
+        set -- $size
+        python benchmarks/kernel_options.py --cases rope --height "$1" --width "$2" --json "$OUT/rope_$1.jsonl" 2>&1 \
+            | grep -v -i warn | tail -n 8
+    done
+elif [ "$PART" = bench ]; then  # the product path at both sizes, three timed passes each
+    python benchmarks/bench_variants.py "$OUT/bench_1080p.jsonl" compile+overlap_decode --height 1080 --width 1920 \
+        --repeats 3 2>&1 | show
+    python benchmarks/bench_variants.py "$OUT/bench_768p.jsonl" compile+overlap_decode --repeats 3 2>&1 | show
 elif [ "$PART" = ab ]; then
     python benchmarks/bench_variants.py "$OUT/kernels.jsonl" compile+overlap_decode+torch_kernels+two_parts \
         compile+overlap_decode+two_parts compile+overlap_decode 2>&1 | show

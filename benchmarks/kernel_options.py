@@ -5,8 +5,8 @@ timed against the op it would replace, with the largest difference between their
     python benchmarks/kernel_options.py [--height 768 --width 1408] [--json OUT.jsonl] [--cases upsample ffn …]
 
 - ``head_relu``: the TC decoder's full-resolution conv + in-place ReLU, or cuDNN's fused conv-ReLU.
-- ``last_conv``: its 128 → 3 output conv, or the same weights padded with zero outputs to 8 / 16, or
-  this project's Triton kernel per block size; ``upsample``: the nearest 2× upsampling before it as
+- ``last_conv``: its 128 → 3 output conv, or the same weights padded with zero outputs to 8 / 16 (a
+  Triton kernel for it was tried: 0.61 ms at best against cuDNN's 0.39, 2026-12-06); ``upsample``: the nearest 2× upsampling before it as
   torch's broadcast copy, ``interpolate``, or this project's Triton kernel (case ``upsample_last``);
   the temporal growth's regrouping copy, or its Triton kernel (``regroup_last``).
 - ``upsample_conv``: its last nearest 2× upsampling (a copy) then the head conv + ReLU, or one
@@ -17,7 +17,7 @@ timed against the op it would replace, with the largest difference between their
   torch's three copies or this project's Triton gather.
 - ``rope``: the DiT's query/key RMS norm + RoPE compiled by Inductor, or this project's Triton pass.
 - ``topk``: LCSA's per-slice threshold (the (k+1)-th largest) by unsorted top-k, kthvalue, sort,
-  and this project's Triton radix select.
+  and as the project picks it (``kth_largest``); benchmarks/topk_threshold.py tries more sizes.
 - ``ffn_gelu``: the FFN's first linear then GELU(tanh), or cuBLASLt's GELU epilogue (and in float32,
   which GELU that epilogue computes).
 """
@@ -43,7 +43,6 @@ from flashvsr.kernels.time_windows import _torch_stacked, _triton_stacked  # noq
 from flashvsr.kernels.image import (  # noqa: E402
     _torch_frames_from_channel_groups,
     _torch_upsample2x,
-    _triton_conv3x3_narrow,
     _triton_frames_from_channel_groups,
     _triton_upsample2x,
 )
@@ -92,11 +91,6 @@ def decoder_cases(h: int, w: int, rows: list, iters: int) -> None:
 
     ways = {"3 outputs": lambda: F.conv2d(x, last, bias, padding=1), "padded to 8": padded(8),
             "padded to 16": padded(16)}  # fmt: skip
-    if HAVE_TRITON:
-        for pixels in (32, 64, 128):
-            for warps in (4, 8):
-                ways[f"triton {pixels} px × {warps} warps"] = functools.partial(
-                    _triton_conv3x3_narrow, x, last, bias, pixels, warps)  # fmt: skip
     compare("last_conv", ways, rows, iters)
     low = randn(1, 128, h // 2, w // 2, layout=cl)
     ways = {"broadcast copy": lambda: _torch_upsample2x(low),
@@ -192,7 +186,7 @@ def rope_cases(tokens: int, rows: list, iters: int) -> None:
     reference = torch.compile(lambda t: apply_rope(norm(t).unflatten(-1, (12, -1)), cos, sin), dynamic=False)
     ways = {"inductor": lambda: reference(x)}
     if HAVE_TRITON:
-        for tokens_per_program in (1, 2, 4, 8):
+        for tokens_per_program in (1, 2, 4):
             ways[f"triton {tokens_per_program} tokens"] = functools.partial(
                 rms_norm_rope, x, norm.weight, norm.eps, cos, sin, 12, tokens_per_program)  # fmt: skip
     compare("rms_norm_rope", ways, rows, iters)
@@ -207,9 +201,8 @@ def topk_cases(h: int, w: int, rows: list, iters: int) -> None:
         "topk unsorted + amin": lambda: probs.topk(k + 1, dim=-1, sorted=False).values.amin(-1),
         "kthvalue": lambda: probs.kthvalue(n - k, dim=-1).values,
         "sort": lambda: probs.sort(dim=-1, descending=True).values[..., k],
+        "kth_largest": lambda: kth_largest(probs, k).squeeze(-1),
     }
-    if HAVE_TRITON:
-        ways["triton radix select"] = lambda: kth_largest(probs, k).squeeze(-1)
     compare("topk", ways, rows, iters)
 
 

@@ -4,8 +4,10 @@ each head's query slice) on the steady-state shapes; all give the same value.
 
     python benchmarks/topk_threshold.py [--height 768 --width 1408]
 
-``triton`` ways are this project's radix select (flashvsr/kernels/block_choice.py) with each
-chunk size and warp count tried; the code's default is ``triton_4096x8``.
+``kth_largest`` is the way the project picks by row length (flashvsr/kernels/block_choice.py:
+kthvalue below TOPK_FROM_LENGTH, unsorted topk from there). A Triton radix select, one program
+per row, was tried and dropped (2026-12-06, H100: 0.084 ms at best at 1408×768 against kthvalue's
+0.075, 0.214 at 1920×1080 against topk's 0.107).
 """
 
 from __future__ import annotations
@@ -20,8 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from flashvsr.attention import masks  # noqa: E402
 from flashvsr.config import TOKEN_PIXELS, SparseAttentionConfig  # noqa: E402
-from flashvsr.kernels import HAVE_TRITON  # noqa: E402
-from flashvsr.kernels.block_choice import _triton_kth_largest  # noqa: E402
+from flashvsr.kernels.block_choice import kth_largest  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from flex_options import time_ms  # noqa: E402
@@ -32,11 +33,8 @@ WAYS = {
     "topk_unsorted_min": lambda x, k: x.topk(k + 1, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True),
     "sort": lambda x, k: x.sort(dim=-1, descending=True).values[..., k : k + 1],
     "kthvalue": lambda x, k: x.kthvalue(x.shape[-1] - k, dim=-1, keepdim=True).values,
+    "kth_largest": kth_largest,
 }
-if HAVE_TRITON:
-    for chunk in (1024, 2048, 4096, 8192):
-        for warps in (4, 8, 16):
-            WAYS[f"triton_{chunk}x{warps}"] = lambda x, k, c=chunk, w=warps: _triton_kth_largest(x, k, c, w)
 
 
 def main() -> int:

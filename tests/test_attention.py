@@ -269,24 +269,33 @@ def test_one_call_over_the_kv_pool_matches_the_ring_and_the_call_as_two_parts():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="FlashAttention-4 needs a GPU")
-def test_on_a_gpu_flash4_over_the_kv_pool_matches_two_parts():
+def test_on_a_gpu_flash4_over_the_kv_pool_is_as_close_to_float32_as_two_parts():
     """The same comparison with FlashAttention-4's block tables mapped to the pool's windows:
-    official-width random weights in bf16, one layer; equal up to bf16 rounding."""
+    official-width random weights, one layer. One call and two parts round differently in bf16,
+    and a random decoder magnifies that (0.09 apart at most), so each is held to float32 instead."""
     from flashvsr.attention.backends import flash4_block_sparse, flash4_usable
-    from flashvsr.bench import random_upscaler
+    from flashvsr.bench import random_official_models, random_upscaler
+    from flashvsr.pipeline import Upscaler, engine_config
 
     from .conftest import random_frames
 
     if not flash4_usable(torch.device("cuda")):
         pytest.skip("FlashAttention-4 is not installed")
-    frames = random_frames(41, 256, 384).cuda().bfloat16()
-    outs = {}
-    for name, kernel in (("joined", flash4_block_sparse), ("parts", lambda q, parts: flash4_block_sparse(q, parts))):
-        engine = random_upscaler(1, "cuda", attention_backend="flash4", offload_weights="off").engine
-        engine.kernel = kernel
+    frames = random_frames(41, 256, 384).cuda()
+
+    def upscale(upscaler, kernel=None):
+        engine = upscaler.engine
+        engine.kernel = kernel or engine.kernel
         state = engine.start(256, 384)
-        outs[name] = torch.cat([engine.push(state, frames), engine.finish(state)]).float()
-    assert (outs["joined"] - outs["parts"]).abs().max() < 0.05
+        return torch.cat([engine.push(state, frames), engine.finish(state)]).float()
+
+    exact = upscale(Upscaler(random_official_models(1, "tiny", "cuda"),
+                             engine_config("tiny", "cuda", "float32", attention_backend="gather", offload_weights="off")))
+    errors = {}
+    for name, kernel in (("joined", flash4_block_sparse), ("parts", lambda q, parts: flash4_block_sparse(q, parts))):
+        out = upscale(random_upscaler(1, "cuda", attention_backend="flash4", offload_weights="off"), kernel)
+        errors[name] = (out - exact).abs().mean().item()
+    assert errors["joined"] <= 1.25 * errors["parts"], errors
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="FlashAttention-4 needs a GPU")

@@ -303,7 +303,7 @@ def test_a_kernel_turned_off_on_this_gpu_is_said_when_the_engine_starts(monkeypa
     """The start-up check of this project's GPU kernels (flashvsr/kernels) reaches the user as a warning."""
     import flashvsr.engine.stream as stream_module
 
-    line = "Triton kernel conv3x3_narrow turned off (AssertionError: 0.02 apart); torch's ops serve"
+    line = "Triton kernel rms_norm_rope turned off (AssertionError: 0.02 apart); torch's ops serve"
     monkeypatch.setattr(stream_module, "check_kernels", lambda device, compiled: (line,))
-    with pytest.warns(UserWarning, match="conv3x3_narrow turned off"):
+    with pytest.warns(UserWarning, match="rms_norm_rope turned off"):
         StreamingEngine(tiny_models(), EngineConfig(dtype="float32", device="cpu"))

@@ -1,13 +1,13 @@
 """LCSA's block choice on the GPU: the top-k threshold and the attention kernels' block tables.
 
 Per DiT layer, a steady call at 1408×768 chooses blocks for 12 (head, slice) rows of 17,424
-probabilities and builds the attention kernel's tables for 792 query windows. In torch these
-are a whole-row ``kthvalue`` (12 thread blocks for 0.088 ms, the block choice's largest
-kernel on the H100, benchmarks/kernel_options.py) and a dozen small kernels (casts, sums, two
-scans, a scatter) per part. On CUDA with Triton each is one kernel; elsewhere, torch's ops.
+probabilities (72,900 at 1920×1080) and builds the attention kernel's tables for 792 query
+windows. The threshold is one of torch's selections, the faster for the row's length; the
+tables, a dozen small kernels in torch (casts, sums, two scans, a scatter), are one Triton
+kernel on CUDA.
 
-Both kernels give exactly what their torch forms give (the same threshold value, the same
-tables), so masks and outputs are unchanged.
+Both give exactly the values a sort would (the same threshold, the same tables), so masks and
+outputs are unchanged.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import torch
 
 from . import HAVE_TRITON, tile_width, use_triton
 
-CHUNK = 4096  # elements a radix-select program reads at once from its row
-NUM_WARPS = 8
+# kthvalue runs one thread block per row; topk splits long rows. H100, 12 rows (benchmarks/topk_threshold.py,
+# 2026-12-06): 17,424 values: kthvalue 0.075 ms, topk 0.105; 72,900 values: kthvalue 0.347, topk 0.107.
+TOPK_FROM_LENGTH = 32768
 
 
 # --------------------------------------------------------------------------------------------
@@ -30,21 +31,9 @@ def kth_largest(x: torch.Tensor, k: int) -> torch.Tensor:
     n = x.shape[-1]
     if not 0 <= k < n:
         raise ValueError(f"k={k} is outside 0…{n - 1} for rows of {n} values")
-    if x.dtype == torch.float32 and use_triton("kth_largest", x):
-        return _triton_kth_largest(x, k)
-    return _torch_kth_largest(x, k)
-
-
-def _torch_kth_largest(x: torch.Tensor, k: int) -> torch.Tensor:
-    return x.kthvalue(x.shape[-1] - k, dim=-1, keepdim=True).values  # the (n−k)-th smallest
-
-
-def _triton_kth_largest(x: torch.Tensor, k: int, chunk: int = CHUNK, num_warps: int = NUM_WARPS) -> torch.Tensor:
-    rows = x.reshape(-1, x.shape[-1]).contiguous()
-    out = torch.empty(rows.shape[0], device=x.device, dtype=torch.float32)
-    n = rows.shape[1]
-    _radix_select[(rows.shape[0],)](rows, out, n, n - k, rows.stride(0), CHUNK=chunk, num_warps=num_warps)
-    return out.view(*x.shape[:-1], 1)
+    if n >= TOPK_FROM_LENGTH:
+        return x.topk(k + 1, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)  # the smallest of the k+1 largest
+    return x.kthvalue(n - k, dim=-1, keepdim=True).values  # the (n−k)-th smallest
 
 
 # --------------------------------------------------------------------------------------------
@@ -86,11 +75,6 @@ def _triton_selected_first(mask: torch.Tensor, columns: torch.Tensor | None = No
     return counts.view(mask.shape[:-1]), order.view(mask.shape)
 
 
-def _check_kth_largest(device: torch.device) -> None:
-    probs = torch.rand(3, 1000, device=device).softmax(-1)
-    assert torch.equal(_triton_kth_largest(probs, 450), _torch_kth_largest(probs, 450))
-
-
 def _check_selected_first(device: torch.device) -> None:
     mask = torch.rand(2, 3, 5, 37, device=device) < 0.4
     names = torch.randperm(500, device=device)[:37].int()
@@ -99,57 +83,13 @@ def _check_selected_first(device: torch.device) -> None:
         assert all(torch.equal(a, b) for a, b in zip(got, want))
 
 
-def _check_kth_largest_compiled(device: torch.device) -> None:
-    probs = torch.rand(3, 1000, device=device).softmax(-1)
-    threshold = torch.compile(lambda x: kth_largest(x, 450), fullgraph=True, dynamic=False)  # as the block choice runs
-    assert torch.equal(threshold(probs), _torch_kth_largest(probs, 450))
-
-
-SELF_CHECKS = {"kth_largest": _check_kth_largest, "selected_first": _check_selected_first}
-COMPILED_CHECKS = {"kth_largest": _check_kth_largest_compiled}  # --compile runs it inside the block choice
+SELF_CHECKS = {"selected_first": _check_selected_first}
+COMPILED_CHECKS: dict = {}  # the tables are built outside compiled code
 
 
 if HAVE_TRITON:
     import triton
     import triton.language as tl
-
-    @triton.jit
-    def _ordered_key(v):
-        """float32 → uint32 whose unsigned order is the floats' order."""
-        bits = v.to(tl.uint32, bitcast=True)
-        negative = (bits >> 31) != 0
-        return tl.where(negative, ~bits, bits | 0x80000000)
-
-    @triton.jit
-    def _float_of_key(key):
-        bits = tl.where((key >> 31) != 0, key & 0x7FFFFFFF, ~key)
-        return bits.to(tl.float32, bitcast=True)
-
-    @triton.jit
-    def _radix_select(x_ptr, out_ptr, n, rank, row_stride, CHUNK: tl.constexpr):
-        """out[row] = the ``rank``-th smallest (1-based) of x[row, :n]: most significant byte
-        first, each pass keeps the bucket holding that rank among the values still matching."""
-        row = tl.program_id(0).to(tl.int64)
-        base = x_ptr + row * row_stride
-        bins = tl.arange(0, 256)
-        prefix = tl.full((), 0, tl.uint32)  # the answer's bytes found so far
-        known = tl.full((), 0, tl.uint32)  # which bits of the prefix are found
-        remaining = rank  # the answer's rank among the values that match the prefix
-        for p in tl.static_range(4):
-            shift = 24 - 8 * p
-            counts = tl.zeros((256,), dtype=tl.int32)
-            for start in range(0, n, CHUNK):
-                offs = start + tl.arange(0, CHUNK)
-                inside = offs < n
-                key = _ordered_key(tl.load(base + offs, mask=inside, other=0.0))
-                matching = inside & ((key & known) == prefix)
-                counts += tl.histogram(((key >> shift) & 0xFF).to(tl.int32), 256, mask=matching)
-            below_or_at = tl.cumsum(counts, 0)
-            digit = tl.sum((below_or_at < remaining).to(tl.int32), 0)  # first bin reaching the rank
-            remaining -= tl.sum(tl.where(bins < digit, counts, 0), 0)
-            prefix |= digit.to(tl.uint32) << shift
-            known |= tl.full((), 0xFF, tl.uint32) << shift
-        tl.store(out_ptr + row, _float_of_key(prefix))
 
     @triton.jit
     def _selected_first(mask_ptr, names_ptr, counts_ptr, order_ptr, width, row_stride,

@@ -1,31 +1,25 @@
 """The TC decoder's full-resolution memory traffic on the GPU, in channels-last layout.
 
 At 1408×768 each output frame's last nearest 2× upsampling (384×704×128 → 768×1408×128, bf16)
-took 0.40 ms as torch's broadcast copy and the 128 → 3 output conv 0.37 ms in cuDNN
-(benchmarks/results/2026-11-22_h100_s11/call1_profile_stacks.txt): about 6 ms per 8 frames, for
-work bounded by reading 69 + 277 MB and 277 MB, ≈ 0.1 ms each at the H100's bandwidth.
+took 0.40 ms as torch's broadcast copy (benchmarks/results/2026-11-22_h100_s11/call1_profile_stacks.txt),
+for work bounded by reading 69 MB and writing 277 MB, ≈ 0.1 ms at the H100's bandwidth.
 
 - :func:`upsample2x`: each pixel written as a 2×2 patch, a block of pixels × channels per
   program. A copy: bit-identical to torch's. :func:`frames_from_channel_groups`, the temporal
   growth's regrouping (0.18 ms per 2 frames at 384×704 as torch's strided copy), likewise.
-- :func:`conv3x3_narrow`: a 3×3 conv (padding 1) with few outputs, as nine tensor-core products
-  of a row of pixels' channels with the tap's weights, accumulated in float32, plus the bias,
-  rounded once. The same sums as cuDNN's in another order.
+
+A Triton 128 → 3 output conv (nine tensor-core products a pixel row) was tried and dropped: cuDNN's
+is faster (0.39 ms per frame against 0.61 at best, H100, 2026-12-06, benchmarks/kernel_options.py).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from . import HAVE_TRITON, tile_width, use_triton
 
 UPSAMPLE_PIXELS = 16  # pixels of a row per upsampling program (× up to 128 channels)
-NARROW_OUTPUTS = 16  # the conv's outputs padded to the smallest tensor-core tile
-NARROW_PIXELS = 64  # output pixels of a row per conv program
 CHANNELS_PER_TILE = 128  # most channels a program takes at once (more: it loops)
-HALF_DTYPES = (torch.bfloat16, torch.float16)  # float32 products would run as TF32 on tensor cores
-BF16_HALF_ULP = 2.0**-8  # relative rounding error of bfloat16
 
 
 def upsample2x(x: torch.Tensor) -> torch.Tensor:
@@ -58,15 +52,6 @@ def _torch_frames_from_channel_groups(y: torch.Tensor, groups: int) -> torch.Ten
     return y.reshape(t * groups, h, w, c).contiguous().permute(0, 3, 1, 2)
 
 
-def conv3x3_narrow(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``conv2d(x, weight, bias, padding=1)`` for a channels-last (N, C, H, W) input and at most
-    16 outputs; the result is channels-last."""
-    usable = weight.shape[0] <= NARROW_OUTPUTS and x.dtype in HALF_DTYPES and _is_channels_last(x)
-    if usable and use_triton("conv3x3_narrow", x, weight, *([] if bias is None else [bias])):
-        return _triton_conv3x3_narrow(x, weight, bias)
-    return F.conv2d(x, weight, bias, padding=1)
-
-
 def _is_channels_last(x: torch.Tensor) -> bool:
     return x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last)
 
@@ -90,28 +75,6 @@ def _triton_frames_from_channel_groups(y: torch.Tensor, groups: int, pixels: int
     return out
 
 
-def packed_taps(weight: torch.Tensor) -> torch.Tensor:
-    """(out, in, 3, 3) → (9, in, 16): each tap's (in × out) matrix, outputs zero-padded to a tile."""
-    c_out, c_in = weight.shape[:2]
-    taps = weight.permute(2, 3, 1, 0).reshape(9, c_in, c_out)
-    return F.pad(taps, (0, NARROW_OUTPUTS - c_out)).contiguous()
-
-
-def _triton_conv3x3_narrow(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, pixels: int = NARROW_PIXELS, num_warps: int = 4
-) -> torch.Tensor:
-    n, c, h, w = x.shape
-    c_out = weight.shape[0]
-    taps = packed_taps(weight.to(x.dtype))
-    bias = torch.zeros(c_out, device=x.device) if bias is None else bias.float()
-    y = torch.empty(n, c_out, h, w, device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
-    block_k = tile_width(c, CHANNELS_PER_TILE)
-    grid = (n * h, triton.cdiv(w, pixels))
-    _conv3x3_narrow[grid](x, taps, bias, y, h, w, c, c_out, BLOCK_P=pixels, BLOCK_K=block_k, N_PAD=NARROW_OUTPUTS,
-                          num_warps=num_warps)  # fmt: skip
-    return y
-
-
 def _check_upsample2x(device: torch.device) -> None:
     x = torch.randn(1, 40, 5, 19, device=device).bfloat16().contiguous(memory_format=torch.channels_last)
     assert torch.equal(_triton_upsample2x(x), _torch_upsample2x(x))
@@ -122,19 +85,10 @@ def _check_frames_from_channel_groups(device: torch.device) -> None:
     assert torch.equal(_triton_frames_from_channel_groups(y, 2), _torch_frames_from_channel_groups(y, 2))
 
 
-def _check_conv3x3_narrow(device: torch.device) -> None:
-    x = torch.randn(1, 128, 6, 70, device=device).bfloat16().contiguous(memory_format=torch.channels_last)
-    w, b = (torch.randn(3, 128, 3, 3, device=device) * 0.09).bfloat16(), torch.randn(3, device=device).bfloat16()
-    exact = F.conv2d(x.double(), w.double(), b.double(), padding=1)
-    error = (_triton_conv3x3_narrow(x, w, b).double() - exact).abs().max()
-    assert error <= exact.abs().max() * BF16_HALF_ULP * 2, float(error)  # rounded once (a margin of 2)
-
-
 COMPILED_CHECKS: dict = {}  # none of these runs inside compiled code
 SELF_CHECKS = {
     "upsample2x": _check_upsample2x,
     "frames_from_channel_groups": _check_frames_from_channel_groups,
-    "conv3x3_narrow": _check_conv3x3_narrow,
 }
 
 
@@ -166,27 +120,3 @@ if HAVE_TRITON:
         inside = (ps[:, None] < P) & (cs[None, :] < C)
         v = tl.load(y_ptr + (t * P + ps[:, None]) * (G * C) + j * C + cs[None, :], mask=inside)
         tl.store(out_ptr + (frame * P + ps[:, None]) * C + cs[None, :], v, mask=inside)
-
-    @triton.jit
-    def _conv3x3_narrow(x_ptr, w_ptr, b_ptr, y_ptr, H, W, C, C_OUT,
-                        BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr, N_PAD: tl.constexpr):  # fmt: skip
-        """Program (image row, pixel block): Σ over taps and channel blocks of (pixels × channels)
-        · (channels × outputs), zero outside the image (padding 1)."""
-        row = tl.program_id(0).to(tl.int64)  # n·H + y
-        n, y = row // H, row % H
-        xs = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
-        outs = tl.arange(0, N_PAD)
-        acc = tl.zeros((BLOCK_P, N_PAD), dtype=tl.float32)
-        for tap in tl.static_range(9):
-            yy = tl.zeros_like(xs) + (y + tap // 3 - 1)  # a row of the same index: masks stay tensors
-            xx = xs + tap % 3 - 1
-            pixel_ok = (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
-            src = (n * H + yy) * W + xx
-            for k0 in range(0, C, BLOCK_K):
-                ks = k0 + tl.arange(0, BLOCK_K)
-                a = tl.load(x_ptr + src[:, None] * C + ks[None, :], mask=pixel_ok[:, None] & (ks[None, :] < C), other=0.0)
-                b = tl.load(w_ptr + (tap * C + ks[:, None]) * N_PAD + outs[None, :], mask=ks[:, None] < C, other=0.0)
-                acc += tl.dot(a, b)
-        acc += tl.load(b_ptr + outs, mask=outs < C_OUT, other=0.0)[None, :]
-        keep = (xs[:, None] < W) & (outs[None, :] < C_OUT)
-        tl.store(y_ptr + (row * W + xs[:, None]) * C_OUT + outs[None, :], acc.to(y_ptr.dtype.element_ty), mask=keep)

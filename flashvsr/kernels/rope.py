@@ -4,8 +4,11 @@ Each self-attention layer normalises its queries and keys over the model width a
 each head's consecutive pairs by the token's angles (SPEC §2). Compiled by Inductor this was
 one kernel of ≈ 0.1 ms per layer at 1408×768 for 4 × 26 MB of traffic (benchmarks/results/
 2026-11-22_h100_s11/call4_dit_parts_profile.txt): ≈ 3 times the bandwidth floor. Here a program
-takes a few tokens, reads each row once as its even and odd elements, and writes it rotated,
-rounding where the torch form rounds (after the norm, after the weight, after the rotation).
+takes two token rows, reads each contiguously, splits it into its pairs in registers and writes
+it rotated, rounding where the torch form rounds (after the norm, after the weight, after the
+rotation). H100, 2026-12-06 (benchmarks/kernel_options.py --cases rope): 0.050 ms per call at
+1408×768 and 0.072 at 1920×1080 (Inductor: 0.103, 0.160; reading the pairs as two strided loads,
+four rows a program, as session 15 did: 0.082, 0.099).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import torch
 
 from . import HAVE_TRITON, use_triton
 
-TOKENS_PER_PROGRAM = 4
+TOKENS_PER_PROGRAM = 2  # the fastest of 1, 2, 4 at both sizes
 
 
 def usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -32,8 +35,8 @@ def rms_norm_rope(x: torch.Tensor, weight: torch.Tensor, eps: float, cos: torch.
     out = torch.empty(b, length, heads, 2 * half_head, device=x.device, dtype=x.dtype)
     cos, sin = cos.float().contiguous(), sin.float().contiguous()
     grid = (triton.cdiv(b * length, tokens),)
-    _rms_norm_rope[grid](x, weight, cos, sin, out, b * length, length, eps, PAIRS=width // 2, HALF_HEAD=half_head,
-                         BLOCK_T=tokens, BLOCK_PAIRS=triton.next_power_of_2(width // 2))  # fmt: skip
+    _rms_norm_rope[grid](x, weight, cos, sin, out, b * length, length, eps, WIDTH=width, HALF_HEAD=half_head,
+                         BLOCK_T=tokens, BLOCK=triton.next_power_of_2(width))  # fmt: skip
     return out
 
 
@@ -68,26 +71,23 @@ if HAVE_TRITON:
 
     @triton.jit
     def _rms_norm_rope(x_ptr, w_ptr, cos_ptr, sin_ptr, out_ptr, TOKENS, L, eps,
-                       PAIRS: tl.constexpr, HALF_HEAD: tl.constexpr, BLOCK_T: tl.constexpr,
-                       BLOCK_PAIRS: tl.constexpr):  # fmt: skip
-        """Program: BLOCK_T token rows, each as its even and odd elements (pair i of the row is pair
-        i mod HALF_HEAD of head i div HALF_HEAD, rotated by that pair's angle)."""
+                       WIDTH: tl.constexpr, HALF_HEAD: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK: tl.constexpr):
+        """Program: BLOCK_T token rows; pair i of a row is pair i mod HALF_HEAD of head i div
+        HALF_HEAD, rotated by that pair's angle for the row's position (token mod L)."""
         tokens = tl.program_id(0).to(tl.int64) * BLOCK_T + tl.arange(0, BLOCK_T)
-        pairs = tl.arange(0, BLOCK_PAIRS)
-        inside = (tokens[:, None] < TOKENS) & (pairs[None, :] < PAIRS)
-        base = tokens[:, None] * (2 * PAIRS) + 2 * pairs[None, :]
-        x0 = tl.load(x_ptr + base, mask=inside, other=0.0)
-        x1 = tl.load(x_ptr + base + 1, mask=inside, other=0.0)
-        f0, f1 = x0.to(tl.float32), x1.to(tl.float32)
-        mean_square = tl.sum(f0 * f0 + f1 * f1, axis=1) / (2 * PAIRS)
-        scale = tl.rsqrt(mean_square + eps)
-        w0 = tl.load(w_ptr + 2 * pairs, mask=pairs < PAIRS, other=0.0)
-        w1 = tl.load(w_ptr + 2 * pairs + 1, mask=pairs < PAIRS, other=0.0)
-        n0 = ((f0 * scale[:, None]).to(x0.dtype).to(tl.float32) * w0[None, :].to(tl.float32)).to(x0.dtype)
-        n1 = ((f1 * scale[:, None]).to(x0.dtype).to(tl.float32) * w1[None, :].to(tl.float32)).to(x0.dtype)
+        cols = tl.arange(0, BLOCK)
+        inside = (tokens[:, None] < TOKENS) & (cols[None, :] < WIDTH)
+        offs = tokens[:, None] * WIDTH + cols[None, :]
+        x = tl.load(x_ptr + offs, mask=inside, other=0.0)
+        f = x.to(tl.float32)
+        scale = tl.rsqrt(tl.sum(f * f, axis=1) / WIDTH + eps)
+        w = tl.load(w_ptr + cols, mask=cols < WIDTH, other=0.0).to(tl.float32)
+        normed = ((f * scale[:, None]).to(x.dtype).to(tl.float32) * w[None, :]).to(x.dtype).to(tl.float32)
+        n0, n1 = tl.split(tl.reshape(normed, (BLOCK_T, BLOCK // 2, 2)))
+        pairs = tl.arange(0, BLOCK // 2)
         angle = (tokens[:, None] % L) * HALF_HEAD + pairs[None, :] % HALF_HEAD
-        c = tl.load(cos_ptr + angle, mask=inside, other=0.0)
-        s = tl.load(sin_ptr + angle, mask=inside, other=0.0)
-        r0, r1 = n0.to(tl.float32), n1.to(tl.float32)
-        tl.store(out_ptr + base, (r0 * c - r1 * s).to(x0.dtype), mask=inside)
-        tl.store(out_ptr + base + 1, (r1 * c + r0 * s).to(x0.dtype), mask=inside)
+        pair_inside = (tokens[:, None] < TOKENS) & (pairs[None, :] < WIDTH // 2)
+        c = tl.load(cos_ptr + angle, mask=pair_inside, other=0.0)
+        s = tl.load(sin_ptr + angle, mask=pair_inside, other=0.0)
+        rotated = tl.reshape(tl.join(n0 * c - n1 * s, n1 * c + n0 * s), (BLOCK_T, BLOCK))
+        tl.store(out_ptr + offs, rotated.to(x.dtype), mask=inside)

@@ -247,8 +247,6 @@ class TCDecoder(nn.Module):
             elif how.fused and x.is_cuda and self._relu_follows(i):
                 x = conv_relu(layer, x)
                 i += 1
-            elif how.fused and i == len(self.decoder) - 1:  # 3 outputs: memory-bound, cuDNN is slow at it
-                x = image_kernels.conv3x3_narrow(x, layer.weight, layer.bias)
             elif isinstance(layer, Upsample2x):  # always followed by its TGrow
                 grow = self.decoder[i + 1]
                 x, t = grow(x), t * grow.stride
