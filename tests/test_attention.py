@@ -300,19 +300,21 @@ def test_on_a_gpu_flash4_over_the_kv_pool_is_as_close_to_float32_as_two_parts():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="FlashAttention-4 needs a GPU")
 def test_on_a_gpu_flash4_reads_windows_past_two_to_the_31_elements():
-    """Whether FlashAttention-4's tables may point past 2³¹ elements of the keys: a layer's span of
-    the pool passes that from 2560×1536 up (1080p: 1.2e9), and JOINED_MAX_ELEMENTS keeps such
-    spans on two parts until this passes."""
+    """FlashAttention-4's tables may point anywhere in keys of JOINED_MAX_ELEMENTS elements (2.16e9,
+    past 2³¹): a layer's span of the pool is read in one call up to that size (1080p: 1.2e9)."""
     from flashvsr.attention.backends import dense_block_sparse, flash4_block_sparse, flash4_usable
+    from flashvsr.attention.lcsa import JOINED_MAX_ELEMENTS
 
     if not flash4_usable(torch.device("cuda")):
         pytest.skip("FlashAttention-4 is not installed")
-    heads, d, windows = 12, 128, 11_000  # 11,000 × 128 tokens × 1536 = 2.16e9 elements
+    heads, d = 12, 128
+    windows = JOINED_MAX_ELEMENTS // (128 * heads * d)
+    assert windows * 128 * heads * d > 2**31  # the offsets past 32 bits are what is tested
     g = torch.Generator(device="cuda").manual_seed(0)
     q = torch.randn(1, 4 * 128, heads, d, device="cuda", generator=g).bfloat16()
     k = torch.empty(1, windows * 128, heads, d, device="cuda", dtype=torch.bfloat16)
     v = torch.empty_like(k)
-    columns = torch.tensor([3, 5_000, 10_998, 10_999], device="cuda", dtype=torch.int32)  # two past 2³¹ elements
+    columns = torch.tensor([3, 5_000, windows - 2, windows - 1], device="cuda", dtype=torch.int32)  # two past 2³¹
     for c in columns.tolist():
         k[:, c * 128 : (c + 1) * 128].normal_(generator=g)
         v[:, c * 128 : (c + 1) * 128].normal_(generator=g)

@@ -35,9 +35,9 @@ MaskHook = Callable[[int, torch.Tensor], None]  # (layer, selected-block mask)
 FIRST_CALL_SLICES = 3  # call 0 processes three time slices, mutually visible
 SPARE_SLICES = 1  # a steady call's new slices, waiting in the pool beside the rings
 # A layer's span of the pool (its ring and the spare) up to this many elements is read in one call
-# (1408×768: 0.6e9, 1080p: 1.2e9); beyond, 32-bit offsets inside a kernel could overflow
-# (tests/test_attention.py checks FlashAttention-4 past it on a GPU).
-JOINED_MAX_ELEMENTS = 2**31 - 1
+# (1408×768: 0.6e9, 1080p: 1.2e9): FlashAttention-4 reads windows correctly that far, past 2³¹
+# (tests/test_attention.py, passed on an H100 on 2026-12-06); larger spans keep two parts.
+JOINED_MAX_ELEMENTS = 11_000 * 128 * 1536
 
 
 @dataclass(frozen=True)
