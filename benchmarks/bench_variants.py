@@ -11,7 +11,8 @@ More words are not BenchConfig fields, for A/Bs in one process: ``torch_kernels`
 ops where this project's Triton kernels (flashvsr/kernels/) would run, and ``torch_NAME`` only
 where kernel NAME would (e.g. ``torch_rms_norm_rope``); ``two_parts`` gives the attention kernel
 a layer's ring and the call's windows as two parts merged by log-sum-exp, as before the KV pool's
-single call.
+single call; ``cudnn_benchmark`` lets cuDNN time its algorithms for each new conv shape
+(``torch.backends.cudnn.benchmark``) instead of choosing by heuristics.
 Works without PyAV (the CLI's video commands need it; timing does not).
 """
 
@@ -48,11 +49,11 @@ def parse_setting(word: str) -> tuple[str, object]:
     return name, (value.lower() in ("1", "true", "yes")) if isinstance(default, bool) else type(default)(value)
 
 
-TORCH_KERNELS, TWO_PARTS = "torch_kernels", "two_parts"
+TORCH_KERNELS, TWO_PARTS, CUDNN_BENCHMARK = "torch_kernels", "two_parts", "cudnn_benchmark"
 
 
 def _is_path_word(word: str) -> bool:
-    return word in (TORCH_KERNELS, TWO_PARTS) or word.startswith("torch_")
+    return word in (TORCH_KERNELS, TWO_PARTS, CUDNN_BENCHMARK) or word.startswith("torch_")
 
 
 def use_paths(variant: str, triton_installed: bool) -> set[str]:
@@ -65,6 +66,7 @@ def use_paths(variant: str, triton_installed: bool) -> set[str]:
     kernels.turned_off.update(added)
     for kernel in (backends.flash4_block_sparse, backends.gather_block_sparse):
         kernel.takes_columns = TWO_PARTS not in words
+    torch.backends.cudnn.benchmark = CUDNN_BENCHMARK in words
     return added
 
 

@@ -43,6 +43,11 @@ elif [ "$PART" = bench ]; then  # the product path at both sizes, three timed pa
     python benchmarks/bench_variants.py "$OUT/bench_1080p.jsonl" compile+overlap_decode --height 1080 --width 1920 \
         --repeats 3 2>&1 | show
     python benchmarks/bench_variants.py "$OUT/bench_768p.jsonl" compile+overlap_decode --repeats 3 2>&1 | show
+elif [ "$PART" = cudnn ]; then  # cuDNN's own timing of conv algorithms (decoder, LR projection) against its heuristics
+    python benchmarks/bench_variants.py "$OUT/cudnn_1080p.jsonl" compile+overlap_decode compile+overlap_decode+cudnn_benchmark \
+        --height 1080 --width 1920 2>&1 | show
+    python benchmarks/bench_variants.py "$OUT/cudnn_768p.jsonl" compile+overlap_decode compile+overlap_decode+cudnn_benchmark \
+        2>&1 | show
 elif [ "$PART" = ab ]; then
     python benchmarks/bench_variants.py "$OUT/kernels.jsonl" compile+overlap_decode+torch_kernels+two_parts \
         compile+overlap_decode+two_parts compile+overlap_decode 2>&1 | show
