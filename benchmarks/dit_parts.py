@@ -109,7 +109,9 @@ def main() -> int:
     attention = SparseCallAttention(plan, pool, cache, kernel, None, chooser)
     cached = attention.cached
     selected, _ = chooser(q, k, ring.pooled, cached, plan.local_mask, plan.windows_per_slice, plan.topk)
-    parts = [attention.joined(0, k, v, selected)] if attention.joins else attention.parts(ring, k, v, selected)
+    if attention.joins:
+        pool.spare().write(0, k.shape[1], k, v)  # as a call does before the kernel reads the spare
+    parts = [attention.joined(0, selected)] if attention.joins else attention.parts(ring, k, v, selected)
     out = attention(0, q, k, v)
 
     cases = {

@@ -289,6 +289,9 @@ class EngineConfig:
     # decode each call on a second CUDA stream while the next call's DiT runs (CUDA; exact; frames come out one
     # call later; device memory holds the decoder's and the DiT's activations at once)
     overlap_decode: bool = False
+    # copy each call's keys and values into the KV pool on a side CUDA stream, beside the block choice and the
+    # layers' matrix work (CUDA; exact: the same copies; opt-in until timed, benchmarks/device_s16.sh PART=copies)
+    kv_copy_stream: bool = False
     offload_weights: str = "auto"  # DiT block weights in host memory, streamed per block (exact; copies overlap work)
     linears: str = "model"  # "fp8": the DiT blocks' linears on FP8 tensor cores (changes outputs; opt-in)
     tiling: TilingConfig = field(default_factory=TilingConfig)

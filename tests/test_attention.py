@@ -268,6 +268,73 @@ def test_one_call_over_the_kv_pool_matches_the_ring_and_the_call_as_two_parts():
     torch.testing.assert_close(outs["joined"], outs["parts"], rtol=0, atol=2e-5)
 
 
+class DeferredWrites:
+    """KV copies run as late as a side stream may run them: at the next wait."""
+
+    def __init__(self):
+        self.pending, self.waits = [], 0
+
+    def copy(self, write, *inputs):
+        self.pending.append(write)
+
+    def wait(self):
+        self.waits += 1
+        while self.pending:
+            self.pending.pop(0)()
+
+
+@pytest.mark.parametrize("joined", [True, False], ids=["one call over the pool", "two parts"])
+def test_kv_copies_run_as_late_as_the_waits_allow_give_the_same_frames(joined):
+    """Copies on a side stream run any time between their launch and the next wait. Run at the
+    latest (deferred to the wait) they must give what copies at once give: the attention waits
+    for the spare, and the call's end for the rest."""
+    from flashvsr.attention.backends import gather_block_sparse
+    from flashvsr.config import EngineConfig, SparseAttentionConfig
+    from flashvsr.engine.stream import StreamingEngine
+
+    from .conftest import random_frames, tiny_models
+
+    def kernel(q, parts):
+        return gather_block_sparse(q, parts)
+
+    kernel.takes_columns = joined
+    models, frames = tiny_models(), random_frames(49, 256, 256)  # 5 DiT calls: the ring's slots wrap around
+    outs, deferred = {}, DeferredWrites()
+    for name, writes in (("at once", None), ("deferred", deferred)):
+        engine = StreamingEngine(models, EngineConfig(attention=SparseAttentionConfig(local_range=3), dtype="float32"))
+        engine.kernel = kernel
+        if writes is not None:
+            engine.kv_writes = writes
+        state = engine.start(256, 256)
+        outs[name] = torch.cat([engine.push(state, frames), engine.finish(state)])
+    assert deferred.waits > 0 and not deferred.pending
+    assert torch.equal(outs["deferred"], outs["at once"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_on_a_gpu_kv_copies_on_a_side_stream_give_the_same_frames():
+    """``kv_copy_stream``: the same copies on another stream, so the same frames, bit for bit."""
+    from flashvsr.attention.kv_writes import SideStreamWrites
+    from flashvsr.bench import random_upscaler
+
+    from .conftest import random_frames
+
+    frames = random_frames(41, 256, 384).cuda()
+    outs = {}
+    for aside in (False, True):
+        engine = random_upscaler(2, "cuda", kv_copy_stream=aside, offload_weights="off").engine
+        assert isinstance(engine.kv_writes, SideStreamWrites) == aside
+        state = engine.start(256, 384)
+        outs[aside] = torch.cat([engine.push(state, frames), engine.finish(state)])
+    assert torch.equal(outs[True], outs[False])
+
+
+def test_kv_copies_stay_on_the_callers_stream_without_a_gpu():
+    from flashvsr.attention.kv_writes import INLINE, kv_writes_for
+
+    assert kv_writes_for(torch.device("cpu"), aside=True) is INLINE
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="FlashAttention-4 needs a GPU")
 def test_on_a_gpu_flash4_over_the_kv_pool_is_as_close_to_float32_as_two_parts():
     """The same comparison with FlashAttention-4's block tables mapped to the pool's windows:

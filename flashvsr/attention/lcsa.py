@@ -15,7 +15,8 @@ order: oldest cached slice first), runs the exact block-sparse kernel, then stor
 layer's new slices in their slots. A kernel that reads keys through window indices
 (``takes_columns``: FlashAttention-4's block tables, the gather kernel) sees the layer's ring
 and the call's windows, copied to the spare slot, in one call over the pool; others get the
-ring and the call's windows as two parts that they merge.
+ring and the call's windows as two parts that they merge. The copies into the pool run where the
+engine's :class:`~.kv_writes.KVWrites` puts them: on the caller's stream, or beside it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ..fp8 import FP8, quantize_rows
 from ..transfer import to_device
 from . import masks
 from .backends import BlockSparseAttention, takes_columns
+from .kv_writes import INLINE, KVWrites
 
 MaskHook = Callable[[int, torch.Tensor], None]  # (layer, selected-block mask)
 FIRST_CALL_SLICES = 3  # call 0 processes three time slices, mutually visible
@@ -246,6 +248,7 @@ class SparseCallAttention:
         kernel: BlockSparseAttention,
         on_mask: MaskHook | None = None,
         chooser: BlockChooser = choose_blocks,
+        writes: KVWrites = INLINE,
     ):
         self.plan = plan
         self.pool = pool
@@ -253,6 +256,7 @@ class SparseCallAttention:
         self.kernel = kernel
         self.on_mask = on_mask
         self.chooser = chooser
+        self.writes = writes
         self.cached = slot_windows(cache.read, plan.windows_per_slice, plan.local_mask.device)  # the same in every ring
         new_slices = len(cache.writes)  # with anything cached, every new slice is kept
         exact_cache = plan.kv_cache != "fp8"  # the kernel reads the pool's values as they are
@@ -279,21 +283,29 @@ class SparseCallAttention:
     def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         p = self.plan
         ring = self.pool.ring(layer)
+        if self.joins:  # the call's windows to the spare slot, while the blocks are chosen
+            self.writes.copy(lambda: self.pool.spare().write(0, k.shape[1], k, v), k, v)
         selected, k_pooled = self.chooser(q, k, ring.pooled, self.cached, p.local_mask, p.windows_per_slice, p.topk)
         if self.on_mask is not None:
             self.on_mask(layer, selected)
         if self.joins:
-            out = self.kernel(q, [self.joined(layer, k, v, selected)])
+            self.writes.wait()
+            out = self.kernel(q, [self.joined(layer, selected)])
         else:
             out = self.kernel(q, self.parts(ring, k, v, selected))
-        self._store(ring, k, v, k_pooled)
+        if self.cache.writes:
+            self.writes.copy(lambda: self._store_kv(ring, k, v), k, v)
+            self._store_pooled(ring, k_pooled)
         return out.flatten(2)
 
-    def joined(self, layer: int, k: torch.Tensor, v: torch.Tensor, selected: torch.Tensor) -> tuple:
-        """One part over the pool: the call's windows copied to the spare slot, the selection's
-        columns mapped to the pool's windows (the layer's cached ones, then the spare's)."""
+    def finish(self) -> None:
+        """The end of the DiT call: later work (the next call's attention) may read every copy."""
+        self.writes.wait()
+
+    def joined(self, layer: int, selected: torch.Tensor) -> tuple:
+        """One part over the pool, the call's windows in the spare slot: the selection's columns
+        mapped to the pool's windows (the layer's cached ones, then the spare's)."""
         pool, t = self.pool, self.plan.tokens_per_slice
-        pool.spare().write(0, k.shape[1], k, v)
         first, end = pool.span(layer)
         return pool.k[:, first * t : end * t], pool.v[:, first * t : end * t], selected, self.columns[layer]
 
@@ -308,10 +320,15 @@ class SparseCallAttention:
             parts.insert(0, (ring.keys(), ring.values(), in_ring))
         return parts
 
-    def _store(self, ring: KVRing, k: torch.Tensor, v: torch.Tensor, k_pooled: torch.Tensor) -> None:
+    def _store_kv(self, ring: KVRing, k: torch.Tensor, v: torch.Tensor) -> None:
         """Write this call's kept slices into their ring slots (after this layer's attention,
         so a dropped slice's slot can be reused at once)."""
-        t, w = self.plan.tokens_per_slice, self.plan.windows_per_slice
+        t = self.plan.tokens_per_slice
         for new, slot in self.cache.writes:
             ring.write(slot * t, (slot + 1) * t, k[:, new * t : (new + 1) * t], v[:, new * t : (new + 1) * t])
+
+    def _store_pooled(self, ring: KVRing, k_pooled: torch.Tensor) -> None:
+        """The kept slices' pooled keys, which the next call scores its windows against."""
+        w = self.plan.windows_per_slice
+        for new, slot in self.cache.writes:
             ring.pooled[:, :, slot * w : (slot + 1) * w] = k_pooled[:, :, new * w : (new + 1) * w]

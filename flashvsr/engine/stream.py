@@ -21,6 +21,7 @@ from typing import Iterable, Iterator
 import torch
 
 from ..attention.backends import resolve_backend
+from ..attention.kv_writes import INLINE, KVWrites, kv_writes_for
 from ..attention.lcsa import (
     AttentionPlan,
     BlockChooser,
@@ -70,6 +71,7 @@ class StreamingEngine:
         self.clock: StageClock = NullClock()  # benchmarks install a timing clock here
         self.block_chooser: BlockChooser = choose_blocks
         self.decoding: Decoding = decoding_for(self.device, config.overlap_decode)
+        self.kv_writes: KVWrites = kv_writes_for(self.device, config.kv_copy_stream)
         if config.linears == "fp8":
             self._use_fp8_linears(models)
         self._speed_up(models, config)
@@ -257,16 +259,21 @@ class StreamingEngine:
             on_mask = lambda layer, mask: state.tracer.on_mask(plan.index, layer, mask)  # noqa: E731
         att = state.attention
         cache = state.slots.plan(plan.latent_count // WINDOW[0], att.kv_slices)
-        attention = SparseCallAttention(att, self._kv_pool(state), cache, self.kernel, on_mask, self.block_chooser)
+        graphs = self._graphs_usable(state, cache, on_mask)
+        writes = INLINE if graphs else self.kv_writes  # a captured call keeps its copies on its own stream
+        attention = SparseCallAttention(att, self._kv_pool(state), cache, self.kernel, on_mask, self.block_chooser,
+                                        writes)  # fmt: skip
         order = window_permutation(plan.latent_count, att.tokens_h, att.tokens_w, self.device)
         dit = self.models.dit
 
         def transformer(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-            return dit.forward_tokens(x, self.conditioning, (cos, sin), attention, self.block_weights)
+            x = dit.forward_tokens(x, self.conditioning, (cos, sin), attention, self.block_weights)
+            attention.finish()
+            return x
 
         with self.clock.section("dit"):
             x, (cos, sin), grid = dit.embed(noise.to(self.dtype), tokens, plan.latent_start, order)
-            if self._graphs_usable(state, cache, on_mask):
+            if graphs:
                 x = state.graphs.run((x.shape, cache), transformer, (x, cos, sin))
             else:
                 x = transformer(x, cos, sin)

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Device runs planned for session 17 (carry .whl; FlashAttention-4 goes to /tmp/fa4site, kept while the machine
+# is warm). PART=copies: the KV pool's copies on a side CUDA stream (EngineConfig.kv_copy_stream, built in session
+# 16 without device time): the GPU tests of tests/test_attention.py (the side-stream test asserts bit-identical
+# frames, so parity is unchanged if it passes), then an A/B in one process at 1080p and at 1408×768, each variant
+# twice in alternating order (runs drift by about 1 % within a process).
+set -u
+export PYTHONUNBUFFERED=1 FA4_SITE=/tmp/fa4site
+PART=${PART:-copies}
+PART=install bash benchmarks/device_flash4.sh  # installs once per machine
+export PYTHONPATH=$PWD:$FA4_SITE:$FA4_SITE/nvidia_cutlass_dsl/dsl_packages
+show() { grep -v Warn | grep -A6 "^=="; }
+if [ "$PART" = copies ]; then
+    python -m pytest -q tests/test_attention.py -W ignore -k "gpu" 2>&1 | grep -E "^E  |passed|failed" | head -n 20
+    base=compile+overlap_decode
+    python benchmarks/bench_variants.py "$OUT/copies_1080p.jsonl" $base $base+kv_copy_stream $base $base+kv_copy_stream \
+        --height 1080 --width 1920 2>&1 | show
+    python benchmarks/bench_variants.py "$OUT/copies_768p.jsonl" $base $base+kv_copy_stream $base $base+kv_copy_stream \
+        2>&1 | show
+fi
