@@ -42,6 +42,12 @@ SPARE_SLICES = 1  # a steady call's new slices, waiting in the pool beside the r
 JOINED_MAX_ELEMENTS = 11_000 * 128 * 1536
 
 
+def ring_capacity(kv_slices: int) -> int:
+    """Most slices a layer's cache ever holds: the rule drops one slice per call, so after the
+    three-slice first call it keeps two even when ``kv_slices`` is 1."""
+    return max(kv_slices, FIRST_CALL_SLICES - 1)
+
+
 @dataclass(frozen=True)
 class AttentionPlan:
     """Per-stream constants of LCSA: the token grid, local mask, top-k, cache length and the
@@ -64,9 +70,7 @@ class AttentionPlan:
 
     @property
     def cache_capacity(self) -> int:
-        """Most slices the cache ever holds: the rule drops one slice per call, so after the
-        three-slice first call it keeps two even when ``kv_slices`` is 1."""
-        return max(self.kv_slices, FIRST_CALL_SLICES - 1)
+        return ring_capacity(self.kv_slices)
 
     @staticmethod
     def build(tokens_h: int, tokens_w: int, local_range: int, topk_ratio: float, kv_slices: int, device=None,
