@@ -290,7 +290,7 @@ class EngineConfig:
     # call later; device memory holds the decoder's and the DiT's activations at once)
     overlap_decode: bool = False
     # copy each call's keys and values into the KV pool on a side CUDA stream, beside the block choice and the
-    # layers' matrix work (CUDA; exact: the same copies; opt-in until timed, benchmarks/device_s16.sh PART=copies)
+    # layers' matrix work (CUDA; exact: the same copies; opt-in until timed: benchmarks/device_s17.sh)
     kv_copy_stream: bool = False
     offload_weights: str = "auto"  # DiT block weights in host memory, streamed per block (exact; copies overlap work)
     linears: str = "model"  # "fp8": the DiT blocks' linears on FP8 tensor cores (changes outputs; opt-in)
