@@ -34,10 +34,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from flashvsr.attention.masks import topk_count, window_grid  # noqa: E402
+from flashvsr.attention.masks import kth_largest, topk_count, window_grid  # noqa: E402
 from flashvsr.config import SPARSE_REFERENCE_PIXELS, LQProjConfig  # noqa: E402
 from flashvsr.kernels import HAVE_TRITON  # noqa: E402
-from flashvsr.kernels.block_choice import kth_largest  # noqa: E402
 from flashvsr.kernels.rope import rms_norm_rope  # noqa: E402
 from flashvsr.kernels.time_windows import _torch_stacked, _triton_stacked  # noqa: E402
 from flashvsr.kernels.image import (  # noqa: E402

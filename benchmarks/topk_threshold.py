@@ -4,7 +4,7 @@ each head's query slice) on the steady-state shapes; all give the same value.
 
     python benchmarks/topk_threshold.py [--height 768 --width 1408]
 
-``kth_largest`` is the way the project picks by row length (flashvsr/kernels/block_choice.py:
+``kth_largest`` is the way the project picks by row length (flashvsr/attention/masks.py:
 kthvalue below TOPK_FROM_LENGTH, unsorted topk from there). A Triton radix select, one program
 per row, was tried and dropped (2026-12-06, H100: 0.084 ms at best at 1408×768 against kthvalue's
 0.075, 0.214 at 1920×1080 against topk's 0.107).
@@ -22,7 +22,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from flashvsr.attention import masks  # noqa: E402
 from flashvsr.config import TOKEN_PIXELS, SparseAttentionConfig  # noqa: E402
-from flashvsr.kernels.block_choice import kth_largest  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from flex_options import time_ms  # noqa: E402
@@ -33,7 +32,7 @@ WAYS = {
     "topk_unsorted_min": lambda x, k: x.topk(k + 1, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True),
     "sort": lambda x, k: x.sort(dim=-1, descending=True).values[..., k : k + 1],
     "kthvalue": lambda x, k: x.kthvalue(x.shape[-1] - k, dim=-1, keepdim=True).values,
-    "kth_largest": kth_largest,
+    "kth_largest": masks.kth_largest,
 }
 
 

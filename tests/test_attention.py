@@ -12,8 +12,8 @@ from flashvsr.attention.backends import (
     merge_partial_attention,
     resolve_backend,
 )
-from flashvsr.kernels.block_choice import selected_first
 from flashvsr.attention.lcsa import AttentionPlan, SlotTable
+from flashvsr.kernels.block_choice import selected_first
 
 
 def test_local_mask_is_centred_and_truncated():
@@ -28,6 +28,30 @@ def test_local_mask_is_centred_and_truncated():
 def test_even_local_range_reaches_one_further_back():
     m = masks.local_window_mask(1, 8, local_range=4).view(8, 8)
     assert m[4].nonzero().flatten().tolist() == [2, 3, 4, 5]  # c − 2 … c + 1
+
+
+def test_k_outside_the_row_is_an_error():
+    with pytest.raises(ValueError, match="outside 0…9"):
+        masks.kth_largest(torch.zeros(2, 10), 10)
+
+
+def test_the_threshold_keeps_exactly_k_values_above_it_without_ties():
+    x = torch.randn(3, 4, 500)
+    for k in (0, 1, 250, 499):
+        t = masks.kth_largest(x, k)
+        assert t.shape == (3, 4, 1)
+        assert ((x > t).sum(-1) == k).all()
+
+
+def test_the_threshold_is_the_value_of_a_sort_for_short_and_long_rows_ties_included():
+    """kthvalue for short rows, topk for long ones (faster on the GPU): the same value either way."""
+    g = torch.Generator().manual_seed(4)
+    for length in (5000, masks.TOPK_FROM_LENGTH + 77):
+        x = torch.randint(0, 50, (3, length), generator=g).float() / 7  # many ties
+        x[0, :100] = float("-inf")  # a masked-out stretch, as the local mask leaves
+        ranked = x.sort(dim=-1, descending=True).values
+        for k in (0, 1, 1234, length - 1):
+            assert torch.equal(masks.kth_largest(x, k), ranked[:, k : k + 1]), (length, k)
 
 
 def test_windows_round_trip_and_grouping():

@@ -1,7 +1,6 @@
 """This project's Triton kernels give what their torch forms give: exactly for the attention
 kernels' block tables, the decoder's upsampling and regrouping and the LR projection's stacked
-windows; within rounding for the DiT's query/key norm + rotation (exact in float16). LCSA's
-threshold (torch's kthvalue or topk, by row length) is the value a sort gives.
+windows; within rounding for the DiT's query/key norm + rotation (exact in float16).
 
 The kernels run on the CPU in Triton's interpreter (a subprocess, since the interpreter is chosen
 when a kernel is defined; its bfloat16 products and casts are wrong, so those kernels are
@@ -20,7 +19,7 @@ import torch
 
 from flashvsr.attention import masks
 from flashvsr.kernels import HAVE_TRITON
-from flashvsr.kernels.block_choice import kth_largest, selected_first
+from flashvsr.kernels.block_choice import selected_first
 from flashvsr.kernels.image import frames_from_channel_groups, upsample2x
 from flashvsr.kernels.time_windows import stacked_time_windows
 
@@ -63,32 +62,6 @@ def test_a_kernel_whose_check_fails_is_turned_off_and_said_so(monkeypatch):
     )
     assert kernels.turned_off == {"broken", "wrong", "fine"}
     assert kernels.check_kernels.__wrapped__(torch.device("cpu")) == ()  # nothing to check without a GPU
-
-
-def test_k_outside_the_row_is_an_error():
-    with pytest.raises(ValueError, match="outside 0…9"):
-        kth_largest(torch.zeros(2, 10), 10)
-
-
-def test_the_threshold_keeps_exactly_k_values_above_it_without_ties():
-    x = torch.randn(3, 4, 500)
-    for k in (0, 1, 250, 499):
-        t = kth_largest(x, k)
-        assert t.shape == (3, 4, 1)
-        assert ((x > t).sum(-1) == k).all()
-
-
-def test_the_threshold_is_the_value_of_a_sort_for_short_and_long_rows_ties_included():
-    """kthvalue for short rows, topk for long ones (faster on the GPU): the same value either way."""
-    from flashvsr.kernels.block_choice import TOPK_FROM_LENGTH
-
-    g = torch.Generator().manual_seed(4)
-    for length in (5000, TOPK_FROM_LENGTH + 77):
-        x = torch.randint(0, 50, (3, length), generator=g).float() / 7  # many ties
-        x[0, :100] = float("-inf")  # a masked-out stretch, as the local mask leaves
-        ranked = x.sort(dim=-1, descending=True).values
-        for k in (0, 1, 1234, length - 1):
-            assert torch.equal(kth_largest(x, k), ranked[:, k : k + 1]), (length, k)
 
 
 # Block tables as LCSA makes them: a steady call's 12 heads × 66 query windows over 264 key
@@ -216,7 +189,7 @@ def test_on_a_gpu_the_masks_are_those_of_kthvalue():
     g = torch.Generator().manual_seed(1)
     for shape, k in (((12, 17424), 7919), ((36, 13068), 7919), ((12, 72900), 16199)):
         probs = torch.rand(shape, generator=g).cuda().softmax(-1)
-        assert torch.equal(kth_largest(probs, k), reference(probs, k))
+        assert torch.equal(masks.kth_largest(probs, k), reference(probs, k))
     scores = torch.randn(1, 12, 66, 264, generator=g).cuda()
     local = masks.local_window_mask(6, 11, 11, device="cuda")
     probs = scores.masked_fill(~local.repeat(1, 4), float("-inf")).softmax(-1).view(1, 12, 1, -1)

@@ -14,7 +14,10 @@ import math
 import torch
 
 from ..config import WINDOW, WINDOW_TOKENS
-from ..kernels.block_choice import kth_largest
+
+# kthvalue runs one thread block per row; topk splits long rows. H100, 12 rows (benchmarks/topk_threshold.py,
+# 2026-12-06): 17,424 values: kthvalue 0.075 ms, topk 0.105; 72,900 values: kthvalue 0.347, topk 0.107.
+TOPK_FROM_LENGTH = 32768
 
 
 def window_grid(tokens_h: int, tokens_w: int) -> tuple[int, int]:
@@ -70,6 +73,17 @@ def block_scores(q_pooled: torch.Tensor, k_pooled: torch.Tensor) -> torch.Tensor
 def topk_count(windows_per_slice: int, topk_ratio: float) -> int:
     """Number of key windows kept per (head, query slice) before capping (SPEC §4.5)."""
     return int(windows_per_slice * windows_per_slice * topk_ratio) - 1
+
+
+def kth_largest(x: torch.Tensor, k: int) -> torch.Tensor:
+    """(…, n) → (…, 1): the value that is the (k+1)-th largest of each row (``k`` counts the
+    values above it, ties counted by position as a sort would), for 0 ≤ k < n."""
+    n = x.shape[-1]
+    if not 0 <= k < n:
+        raise ValueError(f"k={k} is outside 0…{n - 1} for rows of {n} values")
+    if n >= TOPK_FROM_LENGTH:
+        return x.topk(k + 1, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)  # the smallest of the k+1 largest
+    return x.kthvalue(n - k, dim=-1, keepdim=True).values  # the (n−k)-th smallest
 
 
 def select_blocks(

@@ -1,13 +1,9 @@
-"""LCSA's block choice on the GPU: the top-k threshold and the attention kernels' block tables.
+"""The attention kernels' block tables on the GPU.
 
-Per DiT layer, a steady call at 1408×768 chooses blocks for 12 (head, slice) rows of 17,424
-probabilities (72,900 at 1920×1080) and builds the attention kernel's tables for 792 query
-windows. The threshold is one of torch's selections, the faster for the row's length; the
-tables, a dozen small kernels in torch (casts, sums, two scans, a scatter), are one Triton
-kernel on CUDA.
-
-Both give exactly the values a sort would (the same threshold, the same tables), so masks and
-outputs are unchanged.
+Per DiT layer, a steady call at 1408×768 builds the attention kernel's tables for 792 query
+windows: a dozen small kernels in torch (casts, sums, two scans, a scatter), one Triton kernel
+on CUDA, with exactly the same tables. (The top-k threshold before them is torch's own
+selection: attention/masks.py ``kth_largest``; a Triton radix select lost to it on the H100.)
 """
 
 from __future__ import annotations
@@ -15,25 +11,6 @@ from __future__ import annotations
 import torch
 
 from . import HAVE_TRITON, tile_width, use_triton
-
-# kthvalue runs one thread block per row; topk splits long rows. H100, 12 rows (benchmarks/topk_threshold.py,
-# 2026-12-06): 17,424 values: kthvalue 0.075 ms, topk 0.105; 72,900 values: kthvalue 0.347, topk 0.107.
-TOPK_FROM_LENGTH = 32768
-
-
-# --------------------------------------------------------------------------------------------
-# The top-k threshold (SPEC §4.5)
-
-
-def kth_largest(x: torch.Tensor, k: int) -> torch.Tensor:
-    """(…, n) → (…, 1): the value that is the (k+1)-th largest of each row (``k`` counts the
-    values above it, ties counted by position as a sort would), for 0 ≤ k < n."""
-    n = x.shape[-1]
-    if not 0 <= k < n:
-        raise ValueError(f"k={k} is outside 0…{n - 1} for rows of {n} values")
-    if n >= TOPK_FROM_LENGTH:
-        return x.topk(k + 1, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)  # the smallest of the k+1 largest
-    return x.kthvalue(n - k, dim=-1, keepdim=True).values  # the (n−k)-th smallest
 
 
 # --------------------------------------------------------------------------------------------
