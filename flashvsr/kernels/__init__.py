@@ -1,8 +1,8 @@
 """This project's own GPU kernels (Triton), each beside the torch form it replaces.
 
-- :mod:`.block_choice`: LCSA's top-k threshold and the attention kernels' block tables.
-- :mod:`.image`: the TC decoder's nearest 2× upsampling, temporal-growth regrouping and
-  3-channel output conv, in channels-last memory.
+- :mod:`.block_choice`: the attention kernels' block tables.
+- :mod:`.image`: the TC decoder's nearest 2× upsampling and temporal-growth regrouping, in
+  channels-last memory.
 - :mod:`.time_windows`: the LR projection's conv inputs, gathered in one pass.
 - :mod:`.rope`: the DiT's query/key RMS norm and rotary embedding in one pass.
 
@@ -10,6 +10,8 @@ Each public function runs its Triton kernel on CUDA tensors where Triton is inst
 with CUDA builds of torch) and the torch form everywhere else. On a GPU the engine first runs
 each kernel once against its torch form (:func:`check_kernels`) and keeps torch's ops for any
 that fails. The tests run every kernel on the CPU in Triton's interpreter against its torch form.
+A kernel stays only where the H100 measured it faster than what it replaces (BENCHMARKS.md,
+session 16: a radix-select top-k threshold and a 3-channel output conv were dropped).
 """
 
 from __future__ import annotations
