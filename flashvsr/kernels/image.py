@@ -7,6 +7,8 @@ for work bounded by reading 69 MB and writing 277 MB, ≈ 0.1 ms at the H100's b
 - :func:`upsample2x`: each pixel written as a 2×2 patch, a block of pixels × channels per
   program. A copy: bit-identical to torch's. :func:`frames_from_channel_groups`, the temporal
   growth's regrouping (0.18 ms per 2 frames at 384×704 as torch's strided copy), likewise.
+  Measured on the H100 (2026-12-06, benchmarks/kernel_options.py --cases decoder, 1408×768's
+  last stage): upsampling 0.15 ms against 0.41, regrouping 0.23 against 0.41.
 
 A Triton 128 → 3 output conv (nine tensor-core products a pixel row) was tried and dropped: cuDNN's
 is faster (0.39 ms per frame against 0.61 at best, H100, 2026-12-06, benchmarks/kernel_options.py).
