@@ -22,7 +22,7 @@ import importlib.util
 import torch
 
 HAVE_TRITON = importlib.util.find_spec("triton") is not None
-SMALLEST_TILE = 16  # Triton's smallest tile side for tensor-core products: tiles are at least this wide
+SMALLEST_TILE = 16  # the narrowest block a kernel is given (power-of-two widths, at least this)
 turned_off: set[str] = set()  # kernels whose check failed on this machine: torch's forms serve instead
 
 

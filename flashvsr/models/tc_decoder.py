@@ -177,9 +177,8 @@ class TCDecoder(nn.Module):
         activation memory bounded at high resolution. ``channels_last`` runs every layer in that
         memory layout (the same values; on GPUs it spares cuDNN a layout conversion around each
         convolution, given weights in that layout too). ``fused`` runs the memory blocks with
-        cuDNN's fused epilogues, each other conv that a ReLU follows with the ReLU in its
-        epilogue, and the 3-channel output conv with this project's kernel (CUDA; bf16 rounding
-        differs, see :class:`MemBlock` and flashvsr/kernels/image.py).
+        cuDNN's fused epilogues, and each other conv that a ReLU follows with the ReLU in its
+        epilogue (CUDA; bf16 rounding differs, see :class:`MemBlock`).
         """
         b, _, n, h, w = latents.shape
         layout = torch.channels_last if channels_last else torch.contiguous_format
