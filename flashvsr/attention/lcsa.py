@@ -21,6 +21,7 @@ engine's :class:`~.kv_writes.KVWrites` puts them: on the caller's stream, or bes
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -152,6 +153,12 @@ class KVPool:
         """The first slot of ``layer``'s ring."""
         return layer * self.capacity + (SPARE_SLICES if layer >= self.layers // 2 else 0)
 
+    @functools.cached_property
+    def largest_span_elements(self) -> int:
+        """Elements of keys in the widest layer's span: what a kernel reading one span must index."""
+        slots = max(end - first for first, end in map(self.span, range(self.layers)))
+        return slots * self.windows_per_slot * WINDOW_TOKENS * self.k[0, 0].numel()
+
     def span(self, layer: int) -> tuple[int, int]:
         """Slots [first, end) that hold ``layer``'s ring and the spare."""
         ring, spare = self.ring_slot(layer), self.spare_slot
@@ -264,14 +271,9 @@ class SparseCallAttention:
         self.cached = slot_windows(cache.read, plan.windows_per_slice, plan.local_mask.device)  # the same in every ring
         new_slices = len(cache.writes)  # with anything cached, every new slice is kept
         exact_cache = plan.kv_cache != "fp8"  # the kernel reads the pool's values as they are
-        fits = new_slices <= SPARE_SLICES and self._largest_span_elements() <= JOINED_MAX_ELEMENTS
+        fits = new_slices <= SPARE_SLICES and pool.largest_span_elements <= JOINED_MAX_ELEMENTS
         self.joins = takes_columns(kernel) and exact_cache and bool(cache.read) and fits
         self.columns = self._pool_columns(new_slices) if self.joins else None
-
-    def _largest_span_elements(self) -> int:
-        pool = self.pool
-        slots = max(end - first for first, end in map(pool.span, range(pool.layers)))
-        return slots * self.plan.tokens_per_slice * pool.k[0, 0].numel()
 
     def _pool_columns(self, new_slices: int) -> torch.Tensor:
         """(layers, K) int32: each layer's cached windows (logical order), then the spare slot's,
