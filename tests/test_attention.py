@@ -262,13 +262,27 @@ def test_fp8_kv_cache_stream_stays_close_to_the_exact_cache():
         SparseAttentionConfig(kv_cache="int4")
 
 
+def stream_all(engine, frames: torch.Tensor, kernel=None, writes=None) -> torch.Tensor:
+    """Every output frame of one stream of ``frames``, with the engine's attention kernel or KV
+    writes replaced where given."""
+    engine.kernel = kernel or engine.kernel
+    engine.kv_writes = writes or engine.kv_writes
+    state = engine.start(*frames.shape[-2:])
+    return torch.cat([engine.push(state, frames), engine.finish(state)])
+
+
+def tiny_cpu_engine(models):
+    from flashvsr.config import EngineConfig, SparseAttentionConfig
+    from flashvsr.engine.stream import StreamingEngine
+
+    return StreamingEngine(models, EngineConfig(attention=SparseAttentionConfig(local_range=3), dtype="float32"))
+
+
 def test_one_call_over_the_kv_pool_matches_the_ring_and_the_call_as_two_parts():
     """Kernels that take columns see a layer's ring and the call's windows (copied to the pool's
     spare slot) in one call; others get two parts. Same keys, same masks: the same frames up to
     the order of float32 sums."""
     from flashvsr.attention.backends import gather_block_sparse
-    from flashvsr.config import EngineConfig, SparseAttentionConfig
-    from flashvsr.engine.stream import StreamingEngine
 
     from .conftest import random_frames, tiny_models
 
@@ -280,13 +294,8 @@ def test_one_call_over_the_kv_pool_matches_the_ring_and_the_call_as_two_parts():
         return gather_block_sparse(q, parts)
 
     joined.takes_columns = True
-    outs = {}
-    for name, kernel in (("joined", joined), ("parts", lambda q, parts: gather_block_sparse(q, parts))):
-        cfg = EngineConfig(attention=SparseAttentionConfig(local_range=3), dtype="float32", device="cpu")
-        engine = StreamingEngine(models, cfg)
-        engine.kernel = kernel
-        state = engine.start(256, 256)
-        outs[name] = torch.cat([engine.push(state, frames), engine.finish(state)])
+    outs = {name: stream_all(tiny_cpu_engine(models), frames, kernel)
+            for name, kernel in (("joined", joined), ("parts", lambda q, parts: gather_block_sparse(q, parts)))}
     layers = len(models.dit.blocks)
     assert seen == [3] * layers + [4] * (4 * layers)  # call 0 has nothing cached: its own windows, as before
     torch.testing.assert_close(outs["joined"], outs["parts"], rtol=0, atol=2e-5)
@@ -313,8 +322,6 @@ def test_kv_copies_run_as_late_as_the_waits_allow_give_the_same_frames(joined):
     latest (deferred to the wait) they must give what copies at once give: the attention waits
     for the spare, and the call's end for the rest."""
     from flashvsr.attention.backends import gather_block_sparse
-    from flashvsr.config import EngineConfig, SparseAttentionConfig
-    from flashvsr.engine.stream import StreamingEngine
 
     from .conftest import random_frames, tiny_models
 
@@ -323,16 +330,11 @@ def test_kv_copies_run_as_late_as_the_waits_allow_give_the_same_frames(joined):
 
     kernel.takes_columns = joined
     models, frames = tiny_models(), random_frames(49, 256, 256)  # 5 DiT calls: the ring's slots wrap around
-    outs, deferred = {}, DeferredWrites()
-    for name, writes in (("at once", None), ("deferred", deferred)):
-        engine = StreamingEngine(models, EngineConfig(attention=SparseAttentionConfig(local_range=3), dtype="float32"))
-        engine.kernel = kernel
-        if writes is not None:
-            engine.kv_writes = writes
-        state = engine.start(256, 256)
-        outs[name] = torch.cat([engine.push(state, frames), engine.finish(state)])
+    deferred = DeferredWrites()
+    at_once = stream_all(tiny_cpu_engine(models), frames, kernel)
+    late = stream_all(tiny_cpu_engine(models), frames, kernel, deferred)
     assert deferred.waits > 0 and not deferred.pending
-    assert torch.equal(outs["deferred"], outs["at once"])
+    assert torch.equal(late, at_once)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
@@ -348,8 +350,7 @@ def test_on_a_gpu_kv_copies_on_a_side_stream_give_the_same_frames():
     for aside in (False, True):
         engine = random_upscaler(2, "cuda", kv_copy_stream=aside, offload_weights="off").engine
         assert isinstance(engine.kv_writes, SideStreamWrites) == aside
-        state = engine.start(256, 384)
-        outs[aside] = torch.cat([engine.push(state, frames), engine.finish(state)])
+        outs[aside] = stream_all(engine, frames)
     assert torch.equal(outs[True], outs[False])
 
 
@@ -373,19 +374,13 @@ def test_on_a_gpu_flash4_over_the_kv_pool_is_as_close_to_float32_as_two_parts():
     if not flash4_usable(torch.device("cuda")):
         pytest.skip("FlashAttention-4 is not installed")
     frames = random_frames(41, 256, 384).cuda()
-
-    def upscale(upscaler, kernel=None):
-        engine = upscaler.engine
-        engine.kernel = kernel or engine.kernel
-        state = engine.start(256, 384)
-        return torch.cat([engine.push(state, frames), engine.finish(state)]).float()
-
-    exact = upscale(Upscaler(random_official_models(1, "tiny", "cuda"),
-                             engine_config("tiny", "cuda", "float32", attention_backend="gather", offload_weights="off")))
+    exact = stream_all(Upscaler(random_official_models(1, "tiny", "cuda"), engine_config(
+        "tiny", "cuda", "float32", attention_backend="gather", offload_weights="off")).engine, frames)
     errors = {}
     for name, kernel in (("joined", flash4_block_sparse), ("parts", lambda q, parts: flash4_block_sparse(q, parts))):
-        out = upscale(random_upscaler(1, "cuda", attention_backend="flash4", offload_weights="off"), kernel)
-        errors[name] = (out - exact).abs().mean().item()
+        engine = random_upscaler(1, "cuda", attention_backend="flash4", offload_weights="off").engine
+        out = stream_all(engine, frames, kernel)
+        errors[name] = (out.float() - exact).abs().mean().item()
     assert errors["joined"] <= 1.25 * errors["parts"], errors
 
 
