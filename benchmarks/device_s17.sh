@@ -3,7 +3,8 @@
 # is warm). PART=copies: the KV pool's copies on a side CUDA stream (EngineConfig.kv_copy_stream, built in session
 # 16 without device time): the GPU tests of tests/test_attention.py (the side-stream test asserts bit-identical
 # frames, so parity is unchanged if it passes), then an A/B in one process at 1080p and at 1408×768, each variant
-# twice in alternating order (runs drift by about 1 % within a process).
+# twice in alternating order (runs drift by about 1 % within a process). PART=streams: each CUDA stream's kernel
+# time at 1080p (profile_streams.py), overlapped as benched and serial.
 set -u
 export PYTHONUNBUFFERED=1 FA4_SITE=/tmp/fa4site
 PART=${PART:-copies}
@@ -17,4 +18,8 @@ if [ "$PART" = copies ]; then
         --height 1080 --width 1920 2>&1 | show
     python benchmarks/bench_variants.py "$OUT/copies_768p.jsonl" $base $base+kv_copy_stream $base $base+kv_copy_stream \
         2>&1 | show
+fi
+if [ "$PART" = streams ]; then
+    python benchmarks/profile_streams.py --compile --overlap-decode --kv-copy-stream --out "$OUT/streams_1080p_overlap.txt" 2>&1 | grep -v Warn | tail -n 80
+    python benchmarks/profile_streams.py --compile --out "$OUT/streams_1080p_serial.txt" 2>&1 | grep -v Warn | tail -n 60
 fi
