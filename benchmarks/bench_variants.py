@@ -12,19 +12,22 @@ ops where this project's Triton kernels (flashvsr/kernels/) would run, and ``tor
 where kernel NAME would (e.g. ``torch_rms_norm_rope``); ``two_parts`` gives the attention kernel
 a layer's ring and the call's windows as two parts merged by log-sum-exp, as before the KV pool's
 single call; ``cudnn_benchmark`` lets cuDNN time its algorithms for each new conv shape
-(``torch.backends.cudnn.benchmark``) instead of choosing by heuristics.
+(``torch.backends.cudnn.benchmark``) instead of choosing by heuristics; ``eager_edges`` keeps the
+frame conversions (prepare, uint8) and the colour fix eager under ``compile``.
 Works without PyAV (the CLI's video commands need it; timing does not).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
 import sys
 from dataclasses import fields
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -33,8 +36,11 @@ from flashvsr import kernels  # noqa: E402
 from flashvsr.attention import backends  # noqa: E402
 from flashvsr.bench import BenchConfig, run_bench  # noqa: E402
 from flashvsr.cli import ALLOCATOR_SETTINGS  # noqa: E402
+from flashvsr.colorfix import color_fix  # noqa: E402
+from flashvsr.engine.stream import StreamingEngine  # noqa: E402
+from flashvsr.pipeline import FrameConversions  # noqa: E402
 
-SWITCHES = {f.name for f in fields(BenchConfig) if f.type in (bool, "bool")}
+SWITCHES = {f.name for f in fields(BenchConfig) if f.type in (bool, "bool", "bool | None")}  # None: decided by others
 SETTINGS = {f.name: f.default for f in fields(BenchConfig)}
 
 
@@ -46,14 +52,32 @@ def parse_setting(word: str) -> tuple[str, object]:
     if not value:
         return name, True
     default = SETTINGS[name]
-    return name, (value.lower() in ("1", "true", "yes")) if isinstance(default, bool) else type(default)(value)
+    if isinstance(default, bool) or name in SWITCHES:
+        return name, value.lower() in ("1", "true", "yes")
+    return name, type(default)(value)
 
 
-TORCH_KERNELS, TWO_PARTS, CUDNN_BENCHMARK = "torch_kernels", "two_parts", "cudnn_benchmark"
+TORCH_KERNELS, TWO_PARTS, CUDNN_BENCHMARK, EAGER_EDGES = "torch_kernels", "two_parts", "cudnn_benchmark", "eager_edges"
 
 
 def _is_path_word(word: str) -> bool:
-    return word in (TORCH_KERNELS, TWO_PARTS, CUDNN_BENCHMARK) or word.startswith("torch_")
+    return word in (TORCH_KERNELS, TWO_PARTS, CUDNN_BENCHMARK, EAGER_EDGES) or word.startswith("torch_")
+
+
+def edges_as_words_say(variant: str) -> contextlib.AbstractContextManager:
+    """With ``eager_edges``, engines and upscalers built inside keep the conversions and colour fix eager."""
+    if EAGER_EDGES not in variant.split("+"):
+        return contextlib.nullcontext()
+    speed_up = StreamingEngine._speed_up
+
+    def eager_colour_fix(engine, models, config):
+        speed_up(engine, models, config)
+        engine.color_fixer = color_fix
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(mock.patch.object(StreamingEngine, "_speed_up", eager_colour_fix))
+    stack.enter_context(mock.patch.object(FrameConversions, "build", staticmethod(lambda device, compile: FrameConversions())))
+    return stack
 
 
 def use_paths(variant: str, triton_installed: bool) -> set[str]:
@@ -101,7 +125,8 @@ def main() -> int:
     with args.out.open("a") as sink:
         for variant in args.variants:
             added = use_paths(variant, triton_installed)
-            result = run_bench(config_for(variant, args))
+            with edges_as_words_say(variant):
+                result = run_bench(config_for(variant, args))
             kernels.turned_off.difference_update(added)
             print(f"== {variant}\n{result.table()}", flush=True)
             sink.write(json.dumps({"variant": variant, **json.loads(result.to_json())}) + "\n")

@@ -4,7 +4,10 @@
 # 16 without device time): the GPU tests of tests/test_attention.py (the side-stream test asserts bit-identical
 # frames, so parity is unchanged if it passes), then an A/B in one process at 1080p and at 1408×768, each variant
 # twice in alternating order (runs drift by about 1 % within a process). PART=streams: each CUDA stream's kernel
-# time at 1080p (profile_streams.py), overlapped as benched and serial.
+# time at 1080p (profile_streams.py), overlapped as benched and serial. PART=edges: the GPU tests of the compiled
+# frame conversions and colour fix, then an A/B of session 16's final settings (eager edges, copies inline)
+# against this session's defaults (--compile --overlap-decode: compiled edges, copies aside) at 1080p and
+# 1408×768, alternating, then the new defaults' stream profile at 1080p.
 set -u
 export PYTHONUNBUFFERED=1 FA4_SITE=/tmp/fa4site
 PART=${PART:-copies}
@@ -22,4 +25,11 @@ fi
 if [ "$PART" = streams ]; then
     python benchmarks/profile_streams.py --compile --overlap-decode --kv-copy-stream --out "$OUT/streams_1080p_overlap.txt" 2>&1 | grep -v Warn | tail -n 80
     python benchmarks/profile_streams.py --compile --out "$OUT/streams_1080p_serial.txt" 2>&1 | grep -v Warn | tail -n 60
+fi
+if [ "$PART" = edges ]; then
+    python -m pytest -q tests/test_engine.py tests/test_attention.py -W ignore -k "gpu" 2>&1 | grep -E "^E  |passed|failed" | head -n 20
+    old=compile+overlap_decode+eager_edges+kv_copy_stream=false new=compile+overlap_decode
+    python benchmarks/bench_variants.py "$OUT/edges_1080p.jsonl" $old $new $old $new --height 1080 --width 1920 2>&1 | show
+    python benchmarks/bench_variants.py "$OUT/edges_768p.jsonl" $old $new $old $new 2>&1 | show
+    python benchmarks/profile_streams.py --compile --overlap-decode --out "$OUT/streams_1080p_overlap.txt" 2>&1 | grep -v Warn | tail -n 70
 fi

@@ -4,7 +4,7 @@ stream's top kernels in ms per 8 frames. Unlike profile_call.py's operator table
 is counted once (device events only).
 
     python benchmarks/profile_streams.py [--height 1080 --width 1920] [--compile] [--overlap-decode]
-        [--kv-copy-stream] [--out summary.txt]
+        [--[no-]kv-copy-stream] [--out summary.txt]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from flashvsr.bench import random_upscaler, synthetic_lr_video  # noqa: E402
 from flashvsr.engine.overlap import running_on  # noqa: E402
-from flashvsr.pipeline import plan_geometry, prepare_frames, to_uint8  # noqa: E402
+from flashvsr.pipeline import plan_geometry  # noqa: E402
 
 SETTLE_FRAMES = 64  # compiles and reaches the steady state
 PROFILED_FRAMES = 16  # two steady-state calls
@@ -70,7 +70,7 @@ def main() -> int:
     ap.add_argument("--width", type=int, default=1920)
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--overlap-decode", action="store_true")
-    ap.add_argument("--kv-copy-stream", action="store_true")
+    ap.add_argument("--kv-copy-stream", action=argparse.BooleanOptionalAction, help="default: with --overlap-decode")
     ap.add_argument("--out")
     args = ap.parse_args()
     up = random_upscaler(compile=args.compile, overlap_decode=args.overlap_decode,
@@ -85,8 +85,8 @@ def main() -> int:
 
         def push(a: int, b: int) -> None:
             nonlocal done
-            out = stream.push(prepare_frames(lr[a:b].cuda(non_blocking=True), geo, up.engine.dtype))
-            sink[done : done + out.shape[0]].copy_(to_uint8(out), non_blocking=True)
+            out = stream.push(up.convert.prepare(lr[a:b].cuda(non_blocking=True), geo, up.engine.dtype))
+            sink[done : done + out.shape[0]].copy_(up.convert.to_uint8(out), non_blocking=True)
             done += out.shape[0]
 
         for i in range(0, SETTLE_FRAMES, BATCH):

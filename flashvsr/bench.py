@@ -26,7 +26,7 @@ from .config import DEFAULT_DECODER_FRAME_CHUNK, DEFAULT_TILE_OVERLAP, STABILIZE
 from .engine.overlap import running_on
 from .engine.timing import STAGES, CudaClock, WallClock
 from .models import FlashVSRModels
-from .pipeline import Upscaler, engine_config, plan_geometry, prepare_frames, to_uint8
+from .pipeline import Upscaler, engine_config, plan_geometry
 
 FRAMES_PER_REPORT = 8  # stage times are reported per 8 frames, one steady-state DiT call
 BENCH_CLIP_FPS = 30  # frame rate of the input file that file_io jobs read
@@ -62,7 +62,7 @@ class BenchConfig:
     decoder_frame_chunk: int = DEFAULT_DECODER_FRAME_CHUNK
     offload_weights: str = "auto"
     overlap_decode: bool = False
-    kv_copy_stream: bool = False
+    kv_copy_stream: bool | None = None  # None: with overlap_decode
     file_io: bool = False  # time whole file jobs: decode the input video, upscale, encode the output
     stabilize: bool = False  # the stabilizer on (--stabilize on's settings), as the bundled model runs
 
@@ -244,13 +244,13 @@ def _stream_once(upscaler: Upscaler, lr, geo, sink, batch, clock) -> None:
         stream = upscaler.open_stream(geo)
         for i in range(0, lr.shape[0], batch):
             with clock.section("prepare"):
-                lq = prepare_frames(lr[i : i + batch].to(engine.device, non_blocking=True), geo, engine.dtype)
-            done = _drain(stream.push(lq), sink, done, clock)
-        _drain(stream.finish(), sink, done, clock)
+                lq = upscaler.convert.prepare(lr[i : i + batch].to(engine.device, non_blocking=True), geo, engine.dtype)
+            done = _drain(stream.push(lq), sink, done, clock, upscaler.convert.to_uint8)
+        _drain(stream.finish(), sink, done, clock, upscaler.convert.to_uint8)
 
 
-def _drain(frames: torch.Tensor, sink: torch.Tensor, done: int, clock) -> int:
+def _drain(frames: torch.Tensor, sink: torch.Tensor, done: int, clock, as_uint8) -> int:
     if frames.shape[0]:
         with clock.section("output"):
-            sink[done : done + frames.shape[0]].copy_(to_uint8(frames), non_blocking=True)
+            sink[done : done + frames.shape[0]].copy_(as_uint8(frames), non_blocking=True)
     return done + frames.shape[0]

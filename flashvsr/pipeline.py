@@ -118,6 +118,22 @@ def to_uint8(frames: torch.Tensor) -> torch.Tensor:
     return ((frames.float().clamp(-1, 1) + 1) * (PIXEL_MAX / 2)).round().to(torch.uint8).permute(0, 2, 3, 1)
 
 
+@dataclass(frozen=True)
+class FrameConversions:
+    """A job's two element-wise edges: LR uint8 frames → LQ model frames, output frames → uint8.
+    Compiled (CUDA with ``compile``), each runs as a kernel or two instead of about ten passes over
+    full-size float32 frames, with the same values (the resizes stay torch's own kernels)."""
+
+    prepare: Callable[[torch.Tensor, Geometry, torch.dtype], torch.Tensor] = prepare_frames
+    to_uint8: Callable[[torch.Tensor], torch.Tensor] = to_uint8
+
+    @staticmethod
+    def build(device: torch.device, compile: bool) -> FrameConversions:
+        if not compile or device.type != "cuda":
+            return FrameConversions()
+        return FrameConversions(torch.compile(prepare_frames), torch.compile(to_uint8))
+
+
 class Upscaler:
     """A loaded model plus engine settings; upscales any number of streams, one at a time."""
 
@@ -127,6 +143,7 @@ class Upscaler:
         enforce_memory_limit(self.device, config.tiling.memory_limit_gb)
         self.engine = StreamingEngine(models.to(self.device, resolve_dtype(config.dtype)), config)
         self.first_stream = first_stream_for(self.device, config.overlap_decode)  # the engine's own CUDA stream, if any
+        self.convert = FrameConversions.build(self.device, config.compile)
         self.models = models
         self.announce: Callable[[str], None] | None = None  # told which tiling each stream uses (the CLI prints it)
 
@@ -197,7 +214,7 @@ class Upscaler:
         if pending:
             yield from copying.add(self._push(stream, pending, geo))
         with running_on(self.first_stream):
-            yield from copying.add(HostFrames.copy_of(stream.finish()))
+            yield from copying.add(HostFrames.copy_of(stream.finish(), self.convert.to_uint8))
         yield from copying.rest()
 
     def tile_plan(self, geo: Geometry) -> TilePlan:
@@ -238,9 +255,9 @@ class Upscaler:
         """The frames final after pushing ``frames``, on their way to the host (None: none yet).
         Runs on the engine's own stream, and never across a yield."""
         with running_on(self.first_stream):
-            lq = prepare_frames(_stacked_on(frames, self.device), geo, self.engine.dtype)
+            lq = self.convert.prepare(_stacked_on(frames, self.device), geo, self.engine.dtype)
             out = stream.push(lq)
-            return HostFrames.copy_of(out) if out.shape[0] else None
+            return HostFrames.copy_of(out, self.convert.to_uint8) if out.shape[0] else None
 
     def upscale_frames(self, frames: Iterable[np.ndarray], **kwargs) -> list[np.ndarray]:
         return list(self.stream(frames, **kwargs))
@@ -282,7 +299,7 @@ def engine_config(
     compile: bool = False,
     cuda_graphs: bool = False,
     overlap_decode: bool = False,
-    kv_copy_stream: bool = False,
+    kv_copy_stream: bool | None = None,
     decoder_channels_last: bool = True,
     tile: str | tuple[int, int] = TILE_AUTO,
     tile_overlap: int = DEFAULT_TILE_OVERLAP,
@@ -351,9 +368,9 @@ class HostFrames:
     copied: torch.cuda.Event | None = None  # done once this event has passed; None: written by the CPU already
 
     @staticmethod
-    def copy_of(frames: torch.Tensor) -> "HostFrames":
+    def copy_of(frames: torch.Tensor, as_uint8: Callable[[torch.Tensor], torch.Tensor] = to_uint8) -> "HostFrames":
         """Start copying (T, 3, h, w) frames in [-1, 1] to host memory, without waiting on a GPU."""
-        u8 = to_uint8(frames)
+        u8 = as_uint8(frames)
         if u8.device.type != "cuda":
             return HostFrames(u8.cpu())
         return HostFrames(to_pinned_host(u8), torch.cuda.current_stream(u8.device).record_event())
@@ -388,4 +405,4 @@ class HandOver:
             yield from self.copying.popleft().frames()
 
 
-__all__ = ["Upscaler", "Geometry", "plan_geometry", "prepare_frames", "to_uint8", "engine_config", "model_engine_config", "PIXEL_MULTIPLE"]
+__all__ = ["Upscaler", "Geometry", "FrameConversions", "plan_geometry", "prepare_frames", "to_uint8", "engine_config", "model_engine_config", "PIXEL_MULTIPLE"]

@@ -307,3 +307,60 @@ def test_a_kernel_turned_off_on_this_gpu_is_said_when_the_engine_starts(monkeypa
     monkeypatch.setattr(stream_module, "check_kernels", lambda device, compiled: (line,))
     with pytest.warns(UserWarning, match="rms_norm_rope turned off"):
         StreamingEngine(tiny_models(), EngineConfig(dtype="float32", device="cpu"))
+
+
+def test_compiled_frame_conversions_give_the_same_values():
+    """``--compile``'s fused prepare (resize tail, pad, scale, cast) and uint8 conversion: element-wise ops
+    in the same order, the resizes left to torch's kernels, so the same values (here with the CPU's Inductor)."""
+    from flashvsr.pipeline import FrameConversions, plan_geometry, prepare_frames, to_uint8
+
+    assert FrameConversions.build(torch.device("cpu"), compile=True) == FrameConversions()  # eager off CUDA
+    geo = plan_geometry(30, 50, width=200, height=120)  # padded to 128×256: reflect padding in the fused part
+    lr = torch.randint(0, 256, (3, 30, 50, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    fused_prepare, fused_u8 = torch.compile(prepare_frames, dynamic=False), torch.compile(to_uint8, dynamic=False)
+    lq = prepare_frames(lr, geo, torch.bfloat16)
+    assert lq.shape == (3, 3, 128, 256) and torch.equal(fused_prepare(lr, geo, torch.bfloat16), lq)
+    out = torch.randn(3, 3, 120, 200, generator=torch.Generator().manual_seed(1)) * 0.8
+    assert torch.equal(fused_u8(out), to_uint8(out))
+
+
+@pytest.mark.parametrize("method", ["adain", "wavelet"])
+def test_compiled_colour_fix_is_within_one_bf16_step(method):
+    """``--compile`` compiles the colour fix: the element-wise ops keep their order; only the reductions'
+    summation order may differ, which moves an output by at most one bf16 step."""
+    from flashvsr.colorfix import color_fix
+
+    g = torch.Generator().manual_seed(0)
+    frames = (torch.rand(1, 3, 4, 48, 80, generator=g) * 1.6 - 0.8).bfloat16()
+    lq = (torch.rand(1, 3, 4, 48, 80, generator=g) * 1.2 - 0.6).bfloat16()
+    eager = color_fix(frames, lq, method)
+    fused = torch.compile(color_fix, dynamic=False)(frames, lq, method)
+    step = eager.float().abs().clamp(min=2**-8) * 2**-7  # one bf16 step at each value (a subnormal floor)
+    assert fused.dtype == eager.dtype and ((fused.float() - eager.float()).abs() <= step).all()
+
+
+def test_kv_copies_go_aside_with_overlap_unless_told():
+    assert not EngineConfig().copies_kv_aside
+    assert EngineConfig(overlap_decode=True).copies_kv_aside
+    assert not EngineConfig(overlap_decode=True, kv_copy_stream=False).copies_kv_aside
+    assert EngineConfig(kv_copy_stream=True).copies_kv_aside
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="compiled conversions run on CUDA only")
+def test_on_a_gpu_compiled_conversions_and_colour_fix_match_eager():
+    from flashvsr.colorfix import color_fix
+    from flashvsr.pipeline import FrameConversions, plan_geometry, prepare_frames, to_uint8
+
+    fused = FrameConversions.build(torch.device("cuda"), compile=True)
+    assert fused != FrameConversions()
+    geo = plan_geometry(270, 480, width=1920, height=1080)
+    lr = torch.randint(0, 256, (8, 270, 480, 3), dtype=torch.uint8, device="cuda")
+    lq = fused.prepare(lr, geo, torch.bfloat16)
+    assert torch.equal(lq, prepare_frames(lr, geo, torch.bfloat16))
+    out = (lq[:, :, :1080] * 0.9).clone()
+    assert torch.equal(fused.to_uint8(out), to_uint8(out))
+    frames = (out * 0.5 + 0.1).transpose(0, 1)[None]
+    eager = color_fix(frames, lq[None, :, :, :1080].transpose(1, 2), "adain")
+    compiled = torch.compile(color_fix)(frames, lq[None, :, :, :1080].transpose(1, 2), "adain")
+    step = eager.float().abs().clamp(min=2**-8) * 2**-7
+    assert ((compiled.float() - eager.float()).abs() <= step).all()

@@ -16,7 +16,7 @@ conditioning, so one engine can serve many streams.
 from __future__ import annotations
 
 import warnings
-from typing import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
@@ -70,8 +70,9 @@ class StreamingEngine:
             warnings.warn(problem, stacklevel=2)
         self.clock: StageClock = NullClock()  # benchmarks install a timing clock here
         self.block_chooser: BlockChooser = choose_blocks
+        self.color_fixer: Callable[..., torch.Tensor] = color_fix
         self.decoding: Decoding = decoding_for(self.device, config.overlap_decode)
-        self.kv_writes: KVWrites = kv_writes_for(self.device, config.kv_copy_stream)
+        self.kv_writes: KVWrites = kv_writes_for(self.device, config.copies_kv_aside)
         if config.linears == "fp8":
             self._use_fp8_linears(models)
         self._speed_up(models, config)
@@ -122,6 +123,7 @@ class StreamingEngine:
             models.dit.compile_blocks(gelu_epilogue=True, dynamic=False)  # shapes settle after the first calls
             self.block_chooser = torch.compile(choose_blocks, dynamic=False)  # fuses pooling and selection
             models.lq_proj.compile_norms(dynamic=False)
+            self.color_fixer = torch.compile(color_fix)  # one or two kernels instead of ten full-size float32 passes
         if self._decoder_channels_last and models.tc_decoder is not None:
             models.tc_decoder.to(memory_format=torch.channels_last)  # cuDNN's native layout: no conversions
         models.lq_proj.store_weights_for_2d()  # the same values, laid out as cuDNN wants them
@@ -240,7 +242,7 @@ class StreamingEngine:
         y0, x0, h, w = state.content
         lq = lq[..., y0 : y0 + h, x0 : x0 + w]
         with self.clock.section("color_fix"):
-            fixed = color_fix(frames[..., y0 : y0 + h, x0 : x0 + w], lq, self.config.color_fix)[0].transpose(0, 1)
+            fixed = self.color_fixer(frames[..., y0 : y0 + h, x0 : x0 + w], lq, self.config.color_fix)[0].transpose(0, 1)
         if not self.config.stabilizer.on:
             return fixed
         with self.clock.section("stabilize"):
