@@ -116,13 +116,14 @@ def test_tc_decoder_chunking_does_not_change_frames(lq_skip):
         torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)
 
 
-def test_tc_decoder_memory_keeps_one_frame_per_block():
+@pytest.mark.parametrize("chunk", [4, 1])
+def test_tc_decoder_memory_keeps_one_frame_per_block(chunk):
     """Between calls each memory block keeps its last input frame and nothing more (a view of it
-    would keep the whole piece of frames it was cut from)."""
-    dec = TCDecoder(tiny_models().tc_decoder.cfg)
+    would keep the whole piece of frames it was cut from; a one-frame chunk is kept as it is)."""
+    dec = TCDecoder(replace(tiny_models().tc_decoder.cfg, head_memory=True))
     latents = torch.randn(1, 16, 3, 16, 16, generator=torch.Generator().manual_seed(2))
     lq = random_frames(12, 128, 128, seed=5)[None].transpose(1, 2)
-    _, memory = dec.decode(dec.start(), latents, lq, frame_chunk=4)
+    _, memory = dec.decode(dec.start(), latents, lq, frame_chunk=chunk)
     assert memory.past
     for key, frame in memory.past.items():
         assert frame.shape[0] == 1, key

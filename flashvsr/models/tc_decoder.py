@@ -303,10 +303,13 @@ def _predecessors(x: torch.Tensor, b: int, t: int, past: dict, key: int) -> torc
     """Each of the (b·t, C, H, W) frames' predecessor in its stream: the frame before it, or for
     the first the last frame of the previous call (``past[key]``, zeros at the start), which
     is then replaced by this call's last frame. Keeps ``x``'s memory layout."""
-    firsts = range(0, b * t, t)
     prev = past.get(key)
     if prev is None:
         prev = torch.zeros_like(x[:b])
+    if t == 1:  # one frame per stream (the decoder's frame chunks): its predecessor is the past; nothing to copy
+        past[key] = x
+        return prev
+    firsts = range(0, b * t, t)
     past[key] = torch.cat([x[i + t - 1 : i + t] for i in firsts])  # a copy: a view would keep all t frames alive
     parts = [part for j, i in enumerate(firsts) for part in (prev[j : j + 1], x[i : i + t - 1]) if len(part)]
     return torch.cat(parts)  # (empty parts left out: they would make cat forget the layout)
