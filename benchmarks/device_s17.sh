@@ -8,8 +8,7 @@
 # frame conversions and colour fix, then an A/B of session 16's final settings (eager edges, copies inline)
 # against this session's defaults (--compile --overlap-decode: compiled edges, copies aside) at 1080p and
 # 1408×768, alternating, then the new defaults' stream profile at 1080p. PART=final: the same A/B after the TC
-# decoder's one-frame chunks stopped copying their memory (GPU tests first), the stream profile, and a 301-frame
-# 1080p run (a longer clip: less of the first call and the last decode per frame).
+# decoder's one-frame chunks stopped copying their memory (GPU tests first), then the stream profile.
 set -u
 export PYTHONUNBUFFERED=1 FA4_SITE=/tmp/fa4site
 PART=${PART:-copies}
@@ -41,5 +40,4 @@ if [ "$PART" = final ]; then
     python benchmarks/bench_variants.py "$OUT/final_1080p.jsonl" $old $new $old $new --height 1080 --width 1920 2>&1 | show
     python benchmarks/bench_variants.py "$OUT/final_768p.jsonl" $old $new $old $new 2>&1 | show
     python benchmarks/profile_streams.py --compile --overlap-decode --out "$OUT/streams_1080p_overlap.txt" 2>&1 | grep -v Warn | grep -A12 "^elapsed\|^== stream"
-    python benchmarks/bench_variants.py "$OUT/final_1080p_301.jsonl" $new --height 1080 --width 1920 --frames 301 2>&1 | show
 fi
