@@ -76,7 +76,8 @@ def edges_as_words_say(variant: str) -> contextlib.AbstractContextManager:
 
     stack = contextlib.ExitStack()
     stack.enter_context(mock.patch.object(StreamingEngine, "_speed_up", eager_colour_fix))
-    stack.enter_context(mock.patch.object(FrameConversions, "build", staticmethod(lambda device, compile: FrameConversions())))
+    eager_conversions = staticmethod(lambda device, compile: FrameConversions())
+    stack.enter_context(mock.patch.object(FrameConversions, "build", eager_conversions))
     return stack
 
 

@@ -405,4 +405,7 @@ class HandOver:
             yield from self.copying.popleft().frames()
 
 
-__all__ = ["Upscaler", "Geometry", "FrameConversions", "plan_geometry", "prepare_frames", "to_uint8", "engine_config", "model_engine_config", "PIXEL_MULTIPLE"]
+__all__ = [
+    "Upscaler", "Geometry", "FrameConversions", "plan_geometry", "prepare_frames", "to_uint8", "engine_config",
+    "model_engine_config", "PIXEL_MULTIPLE",
+]  # fmt: skip

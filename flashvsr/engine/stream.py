@@ -242,7 +242,8 @@ class StreamingEngine:
         y0, x0, h, w = state.content
         lq = lq[..., y0 : y0 + h, x0 : x0 + w]
         with self.clock.section("color_fix"):
-            fixed = self.color_fixer(frames[..., y0 : y0 + h, x0 : x0 + w], lq, self.config.color_fix)[0].transpose(0, 1)
+            fixed = self.color_fixer(frames[..., y0 : y0 + h, x0 : x0 + w], lq, self.config.color_fix)
+            fixed = fixed[0].transpose(0, 1)
         if not self.config.stabilizer.on:
             return fixed
         with self.clock.section("stabilize"):
