@@ -39,7 +39,7 @@ if [ "$PART" = final ]; then
     old=compile+overlap_decode+eager_edges+kv_copy_stream=false new=compile+overlap_decode
     python benchmarks/bench_variants.py "$OUT/final_1080p.jsonl" $old $new $old $new --height 1080 --width 1920 2>&1 | show
     python benchmarks/bench_variants.py "$OUT/final_768p.jsonl" $old $new $old $new 2>&1 | show
-    python benchmarks/profile_streams.py --compile --overlap-decode --out "$OUT/streams_1080p_overlap.txt" 2>&1 | grep -v Warn | grep -A12 "^elapsed\|^== stream"
+    python benchmarks/profile_streams.py --compile --overlap-decode --out "$OUT/streams_1080p_overlap.txt" 2>&1 | grep -v Warn | grep -A12 "^span\|^== stream"
 fi
 if [ "$PART" = last ]; then  # PART=final reordered for a short budget: the 1080p A/B first
     old=compile+overlap_decode+eager_edges+kv_copy_stream=false new=compile+overlap_decode
