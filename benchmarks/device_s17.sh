@@ -8,7 +8,9 @@
 # frame conversions and colour fix, then an A/B of session 16's final settings (eager edges, copies inline)
 # against this session's defaults (--compile --overlap-decode: compiled edges, copies aside) at 1080p and
 # 1408×768, alternating, then the new defaults' stream profile at 1080p. PART=final: the same A/B after the TC
-# decoder's one-frame chunks stopped copying their memory (GPU tests first), then the stream profile.
+# decoder's one-frame chunks stopped copying their memory (GPU tests first), then the stream profile. PART=last:
+# PART=final's 1080p A/B first, for a short budget. PART=roaming: the GPU tests of tests/test_attention.py (roaming
+# KV slots give bit-identical frames), then --compile --overlap-decode with and without roaming_kv_slots.
 set -u
 export PYTHONUNBUFFERED=1 FA4_SITE=/tmp/fa4site
 PART=${PART:-copies}
@@ -46,4 +48,12 @@ if [ "$PART" = last ]; then  # PART=final reordered for a short budget: the 1080
     python benchmarks/bench_variants.py "$OUT/final_1080p.jsonl" $old $new $old $new --height 1080 --width 1920 2>&1 | show
     python -m pytest -q tests/test_engine.py tests/test_models.py -W ignore -k "gpu" 2>&1 | grep -E "^E  |passed|failed" | head -n 20
     python benchmarks/bench_variants.py "$OUT/final_768p.jsonl" $new $old 2>&1 | show
+fi
+if [ "$PART" = roaming ]; then  # roaming KV slots (EngineConfig.roaming_kv_slots): half the KV copies, exact
+    python -m pytest -q tests/test_attention.py -W ignore -k "gpu" 2>&1 | grep -E "^E  |passed|failed" | head -n 20
+    base=compile+overlap_decode
+    python benchmarks/bench_variants.py "$OUT/roaming_1080p.jsonl" $base $base+roaming_kv_slots $base $base+roaming_kv_slots \
+        --height 1080 --width 1920 2>&1 | show
+    python benchmarks/bench_variants.py "$OUT/roaming_768p.jsonl" $base $base+roaming_kv_slots $base $base+roaming_kv_slots \
+        2>&1 | show
 fi

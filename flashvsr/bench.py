@@ -63,6 +63,7 @@ class BenchConfig:
     offload_weights: str = "auto"
     overlap_decode: bool = False
     kv_copy_stream: bool | None = None  # None: with overlap_decode
+    roaming_kv_slots: bool = False
     file_io: bool = False  # time whole file jobs: decode the input video, upscale, encode the output
     stabilize: bool = False  # the stabilizer on (--stabilize on's settings), as the bundled model runs
 
@@ -162,7 +163,7 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
         models,
         engine_config(cfg.variant, str(device), cfg.dtype, attention_backend=cfg.attention_backend,
                       compile=cfg.compile, cuda_graphs=cfg.cuda_graphs, overlap_decode=cfg.overlap_decode,
-                      kv_copy_stream=cfg.kv_copy_stream,
+                      kv_copy_stream=cfg.kv_copy_stream, roaming_kv_slots=cfg.roaming_kv_slots,
                       decoder_channels_last=cfg.decoder_channels_last, tile=cfg.tile, tile_overlap=cfg.tile_overlap,
                       offload_tiles=cfg.offload_tiles, memory_limit_gb=cfg.memory_limit_gb,
                       decoder_frame_chunk=cfg.decoder_frame_chunk, offload_weights=cfg.offload_weights,

@@ -292,6 +292,10 @@ class EngineConfig:
     # copy each call's keys and values into the KV pool on a side CUDA stream, beside the block choice and the
     # layers' matrix work (CUDA; exact: the same copies). None: with overlap_decode (+0.5 % at 1080p, H100)
     kv_copy_stream: bool | None = None
+    # write each layer's new keys and values once, to a free slot of the KV pool that then stays theirs, instead of
+    # to the spare and again to the ring (half the copies, one more slot; exact). One-call kernels only (flash4,
+    # gather); not with CUDA graphs. Opt-in until timed (benchmarks/device_s17.sh)
+    roaming_kv_slots: bool = False
     offload_weights: str = "auto"  # DiT block weights in host memory, streamed per block (exact; copies overlap work)
     linears: str = "model"  # "fp8": the DiT blocks' linears on FP8 tensor cores (changes outputs; opt-in)
     tiling: TilingConfig = field(default_factory=TilingConfig)

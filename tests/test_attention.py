@@ -271,11 +271,21 @@ def stream_all(engine, frames: torch.Tensor, kernel=None, writes=None) -> torch.
     return torch.cat([engine.push(state, frames), engine.finish(state)])
 
 
-def tiny_cpu_engine(models):
+def tiny_cpu_engine(models, **settings):
     from flashvsr.config import EngineConfig, SparseAttentionConfig
     from flashvsr.engine.stream import StreamingEngine
 
-    return StreamingEngine(models, EngineConfig(attention=SparseAttentionConfig(local_range=3), dtype="float32"))
+    config = EngineConfig(attention=SparseAttentionConfig(local_range=3), dtype="float32", **settings)
+    return StreamingEngine(models, config)
+
+
+def one_call_kernel(q, parts):
+    from flashvsr.attention.backends import gather_block_sparse
+
+    return gather_block_sparse(q, parts)
+
+
+one_call_kernel.takes_columns = True  # reads the pool through window columns, as FlashAttention-4 does
 
 
 def test_one_call_over_the_kv_pool_matches_the_ring_and_the_call_as_two_parts():
@@ -337,6 +347,60 @@ def test_kv_copies_run_as_late_as_the_waits_allow_give_the_same_frames(joined):
     assert torch.equal(late, at_once)
 
 
+@pytest.mark.parametrize("writes", ["at once", "deferred"])
+def test_roaming_kv_slots_give_the_frames_of_fixed_rings(writes):
+    """Roaming slots write each new slice once, to a free slot that stays its home: the same keys
+    and the same masks as fixed rings, so the same frames, bit for bit, with copies at once or as
+    late as a side stream may run them. Each layer's slots stay distinct and within its half."""
+    from .conftest import random_frames, tiny_models
+
+    models, frames = tiny_models(), random_frames(49, 256, 256)  # 5 DiT calls: every slot moves
+    fixed = stream_all(tiny_cpu_engine(models), frames, one_call_kernel)
+    engine = tiny_cpu_engine(models, roaming_kv_slots=True)
+    deferred = DeferredWrites() if writes == "deferred" else None
+    state = engine.start(*frames.shape[-2:])
+    engine.kernel, engine.kv_writes = one_call_kernel, deferred or engine.kv_writes
+    roaming = torch.cat([engine.push(state, frames), engine.finish(state)])
+    assert torch.equal(roaming, fixed)
+    pool, homes = state.kv, state.homes
+    assert pool.roaming and homes is not None
+    start = type(homes).start(pool)
+    assert homes != start  # the free slots moved
+    for layer, ring in enumerate(homes.homes):
+        first, end = pool.span(layer)
+        assert len(set(ring)) == len(ring) and all(first <= s < end for s in ring)
+        assert homes.free[pool.half(layer)] not in ring
+    every = [s for ring in homes.homes for s in ring] + list(homes.free)
+    assert sorted(every) == list(range(pool.layers * pool.capacity + 2))  # each slot has one owner
+
+
+def test_roaming_kv_slots_only_where_every_steady_call_is_one_call():
+    """Kernels that take two parts (flex, dense), the fp8 cache and CUDA graphs keep fixed rings."""
+    from flashvsr.config import SparseAttentionConfig
+    from flashvsr.engine.memory import estimate_stream
+
+    from .conftest import random_frames, tiny_models
+
+    models, frames = tiny_models(), random_frames(25, 128, 256)  # the first call (and the pool) needs 21
+    for kernel, settings, roams in ((one_call_kernel, {}, True), (None, {}, False),
+                                    (one_call_kernel, {"cuda_graphs": True}, False)):  # fmt: skip
+        engine = tiny_cpu_engine(models, roaming_kv_slots=True, **settings)
+        engine.kernel = kernel or (lambda q, parts: one_call_kernel(q, parts))  # no columns: two parts
+        state = engine.start(128, 256)
+        engine.push(state, frames)
+        assert state.kv.roaming == roams and (state.homes is not None) == roams
+    fp8 = tiny_cpu_engine(models, roaming_kv_slots=True)
+    fp8.config = type(fp8.config)(attention=SparseAttentionConfig(local_range=3, kv_cache="fp8"), dtype="float32",
+                                  roaming_kv_slots=True)  # fmt: skip
+    fp8.kernel = one_call_kernel
+    state = fp8.start(128, 256)
+    fp8.push(state, frames)
+    assert not state.kv.roaming
+    plain, roaming = (estimate_stream(models, tiny_cpu_engine(models, roaming_kv_slots=r).config, 768, 1408)
+                      for r in (False, True))  # fmt: skip
+    assert roaming.held > plain.held  # the planner counts the second free slot
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_on_a_gpu_kv_copies_on_a_side_stream_give_the_same_frames():
     """``kv_copy_stream``: the same copies on another stream, so the same frames, bit for bit."""
@@ -351,6 +415,27 @@ def test_on_a_gpu_kv_copies_on_a_side_stream_give_the_same_frames():
         engine = random_upscaler(2, "cuda", kv_copy_stream=aside, offload_weights="off").engine
         assert isinstance(engine.kv_writes, SideStreamWrites) == aside
         outs[aside] = stream_all(engine, frames)
+    assert torch.equal(outs[True], outs[False])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_on_a_gpu_roaming_kv_slots_give_the_frames_of_fixed_rings():
+    """The same kernel reads the same windows in the same column order from other slots: the same
+    frames, bit for bit, with the copies on a side stream (as ``--overlap-decode`` runs them)."""
+    from flashvsr.attention.backends import flash4_usable
+    from flashvsr.bench import random_upscaler
+
+    from .conftest import random_frames
+
+    backend = "flash4" if flash4_usable(torch.device("cuda")) else "gather"
+    frames = random_frames(41, 256, 384).cuda()
+    outs = {}
+    for roaming in (False, True):
+        up = random_upscaler(2, "cuda", attention_backend=backend, roaming_kv_slots=roaming, kv_copy_stream=True,
+                             offload_weights="off")  # fmt: skip
+        state = up.engine.start(256, 384)
+        outs[roaming] = torch.cat([up.engine.push(state, frames), up.engine.finish(state)])
+        assert state.kv.roaming == roaming
     assert torch.equal(outs[True], outs[False])
 
 

@@ -37,6 +37,7 @@ from .kv_writes import INLINE, KVWrites
 MaskHook = Callable[[int, torch.Tensor], None]  # (layer, selected-block mask)
 FIRST_CALL_SLICES = 3  # call 0 processes three time slices, mutually visible
 SPARE_SLICES = 1  # a steady call's new slices, waiting in the pool beside the rings
+ROAMING_SPARES = 2  # with roaming slots: one free slot for each half of the layers
 # A layer's span of the pool (its ring and the spare) up to this many elements is read in one call
 # (1408×768: 0.6e9, 1080p: 1.2e9): FlashAttention-4 reads windows correctly that far, past 2³¹
 # (tests/test_attention.py, passed on an H100 on 2026-12-06); larger spans keep two parts.
@@ -119,7 +120,8 @@ class KVPool:
     the middle: the first half of the layers' rings (C slots each, the plan's cache capacity), the
     spare, the second half. A layer's ring and the spare then lie within about half the pool (its
     :meth:`span`), which keeps a kernel's offsets small. Allocated once, by a stream's first call;
-    moved as a whole when a tile is parked."""
+    moved as a whole when a tile is parked. ``roaming``: one spare per half, and a layer's slots may
+    be anywhere in its half (:class:`SlotHomes`)."""
 
     k: torch.Tensor  # (B, slots·S·128, heads, d)
     v: torch.Tensor
@@ -128,30 +130,39 @@ class KVPool:
     v_scale: torch.Tensor | None
     capacity: int  # slots per layer
     layers: int
+    roaming: bool = False
 
     @staticmethod
     def allocate(plan: AttentionPlan, layers: int, batch: int, heads: int, head_dim: int, dtype: torch.dtype,
-                 device: torch.device) -> "KVPool":  # fmt: skip
-        slots = layers * plan.cache_capacity + SPARE_SLICES
+                 device: torch.device, roaming: bool = False) -> "KVPool":  # fmt: skip
+        slots = layers * plan.cache_capacity + KVPool.spares_for(roaming)
         tokens, windows = slots * plan.tokens_per_slice, slots * plan.windows_per_slice
         zeros = lambda last, dt: torch.zeros(batch, tokens, heads, last, device=device, dtype=dt)  # noqa: E731
         pooled = torch.zeros(batch, heads, windows, head_dim, device=device)
         if plan.kv_cache != "fp8":
-            return KVPool(zeros(head_dim, dtype), zeros(head_dim, dtype), pooled, None, None, plan.cache_capacity, layers)
+            return KVPool(zeros(head_dim, dtype), zeros(head_dim, dtype), pooled, None, None, plan.cache_capacity,
+                          layers, roaming)  # fmt: skip
         return KVPool(zeros(head_dim, FP8), zeros(head_dim, FP8), pooled, zeros(1, dtype), zeros(1, dtype),
-                      plan.cache_capacity, layers)  # fmt: skip
+                      plan.cache_capacity, layers, roaming)  # fmt: skip
+
+    @staticmethod
+    def spares_for(roaming: bool) -> int:
+        return ROAMING_SPARES if roaming else SPARE_SLICES
 
     @property
     def windows_per_slot(self) -> int:
-        return self.pooled.shape[2] // (self.layers * self.capacity + SPARE_SLICES)
+        return self.pooled.shape[2] // (self.layers * self.capacity + self.spares_for(self.roaming))
 
     @property
     def spare_slot(self) -> int:
         return (self.layers // 2) * self.capacity
 
+    def half(self, layer: int) -> int:
+        return int(layer >= self.layers // 2)
+
     def ring_slot(self, layer: int) -> int:
-        """The first slot of ``layer``'s ring."""
-        return layer * self.capacity + (SPARE_SLICES if layer >= self.layers // 2 else 0)
+        """The first slot of ``layer``'s ring (as the first call fills it)."""
+        return layer * self.capacity + (self.spares_for(self.roaming) if self.half(layer) else 0)
 
     @functools.cached_property
     def largest_span_elements(self) -> int:
@@ -160,7 +171,10 @@ class KVPool:
         return slots * self.windows_per_slot * WINDOW_TOKENS * self.k[0, 0].numel()
 
     def span(self, layer: int) -> tuple[int, int]:
-        """Slots [first, end) that hold ``layer``'s ring and the spare."""
+        """Slots [first, end) that hold ``layer``'s ring and the spare (roaming: its whole half)."""
+        if self.roaming:
+            middle = self.spare_slot + 1  # the first half's spare ends its half; the second's begins the other
+            return (0, middle) if not self.half(layer) else (middle, self.layers * self.capacity + ROAMING_SPARES)
         ring, spare = self.ring_slot(layer), self.spare_slot
         return min(ring, spare), max(ring + self.capacity, spare + SPARE_SLICES)
 
@@ -217,6 +231,32 @@ class SlotTable:
         return CachePlan(read=tuple(self.order), writes=tuple(writes), after=tuple(after))
 
 
+@dataclass(frozen=True)
+class SlotHomes:
+    """Roaming slots (``EngineConfig.roaming_kv_slots``): the pool slot that holds each layer's ring
+    slot, and each half's free slot. A steady call writes a layer's new slice once, into its half's
+    free slot, where the attention reads it; the slot of the slice the layer drops becomes the free
+    slot of the half's next layer. Fixed rings copy each new slice twice (to the spare, then to its
+    ring slot); this needs one more slot."""
+
+    homes: tuple[tuple[int, ...], ...]  # [layer][ring slot] → pool slot
+    free: tuple[int, ...]  # [half] → pool slot
+
+    @staticmethod
+    def start(pool: KVPool) -> SlotHomes:
+        """As the first call fills the pool: each ring where :meth:`KVPool.ring_slot` puts it, the spares free."""
+        homes = tuple(tuple(range(pool.ring_slot(i), pool.ring_slot(i) + pool.capacity)) for i in range(pool.layers))
+        return SlotHomes(homes, tuple(pool.spare_slot + h for h in range(ROAMING_SPARES)))
+
+    def replaced(self, pool: KVPool, layer: int, ring_slot: int) -> SlotHomes:
+        """After ``layer`` wrote its new slice to its half's free slot in place of ``ring_slot``'s."""
+        half, homes, free = pool.half(layer), list(self.homes), list(self.free)
+        ring = list(homes[layer])
+        ring[ring_slot], free[half] = free[half], ring[ring_slot]
+        homes[layer] = tuple(ring)
+        return SlotHomes(tuple(homes), tuple(free))
+
+
 def slot_windows(slots: tuple[int, ...], windows_per_slice: int, device) -> torch.Tensor:
     """Window indices, in the ring, of the given slots (in that order)."""
     base = torch.arange(windows_per_slice, device=device)
@@ -260,6 +300,7 @@ class SparseCallAttention:
         on_mask: MaskHook | None = None,
         chooser: BlockChooser = choose_blocks,
         writes: KVWrites = INLINE,
+        homes: SlotHomes | None = None,
     ):
         self.plan = plan
         self.pool = pool
@@ -273,7 +314,16 @@ class SparseCallAttention:
         exact_cache = plan.kv_cache != "fp8"  # the kernel reads the pool's values as they are
         fits = new_slices <= SPARE_SLICES and pool.largest_span_elements <= JOINED_MAX_ELEMENTS
         self.joins = takes_columns(kernel) and exact_cache and bool(cache.read) and fits
-        self.columns = self._pool_columns(new_slices) if self.joins else None
+        self.roams = self.joins and pool.roaming
+        if pool.roaming and cache.read and not self.roams:
+            raise RuntimeError("roaming KV slots need the one-call attention path (a kernel that takes columns)")
+        self.homes_after: SlotHomes | None = None  # roaming: where the layers' slices are after this call
+        self.targets = [pool.spare_slot] * pool.layers  # where each layer's windows are written (one call)
+        self.columns = self.pooled_windows = None
+        if self.roams:
+            self._roam(homes)
+        elif self.joins:
+            self.columns = self._pool_columns(new_slices)
 
     def _pool_columns(self, new_slices: int) -> torch.Tensor:
         """(layers, K) int32: each layer's cached windows (logical order), then the spare slot's,
@@ -286,12 +336,33 @@ class SparseCallAttention:
         table = torch.cat([cached + (ring - first) * w, spare], dim=1).int()
         return to_device(table, self.cached.device)  # pinned: no copy the GPU waits for
 
+    def _roam(self, homes: SlotHomes) -> None:
+        """Roaming slots: follow the free slots through the layers, in the order they run. Each
+        layer's windows go to its half's free slot; the tables map the layer's cached slices (logical
+        order) and then that slot to the pool's windows, relative to the layer's span for the kernel's
+        columns and absolute for the pooled keys that choose blocks."""
+        pool, w = self.pool, self.plan.windows_per_slice
+        ((_, dropped),) = self.cache.writes  # one new slice, in place of the ring slot it drops
+        columns, pooled = [], []
+        for layer in range(pool.layers):
+            cached = slot_windows(tuple(homes.homes[layer][s] for s in self.cache.read), w, "cpu")
+            self.targets[layer] = homes.free[pool.half(layer)]
+            written = slot_windows((self.targets[layer],), w, "cpu")
+            columns.append(torch.cat([cached, written]) - pool.span(layer)[0] * w)
+            pooled.append(cached)
+            homes = homes.replaced(pool, layer, dropped)
+        self.columns = to_device(torch.stack(columns).int(), self.cached.device)
+        self.pooled_windows = to_device(torch.stack(pooled), self.cached.device)
+        self.homes_after = homes
+
     def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         p = self.plan
         ring = self.pool.ring(layer)
-        if self.joins:  # the call's windows to the spare slot, while the blocks are chosen
-            self.writes.copy(lambda: self.pool.spare().write(0, k.shape[1], k, v), k, v)
-        selected, k_pooled = self.chooser(q, k, ring.pooled, self.cached, p.local_mask, p.windows_per_slice, p.topk)
+        target = self.targets[layer]
+        if self.joins:  # the call's windows to the spare (or free) slot, while the blocks are chosen
+            self.writes.copy(lambda: self.pool.slots(target, target + 1).write(0, k.shape[1], k, v), k, v)
+        pooled, cached = (self.pool.pooled, self.pooled_windows[layer]) if self.roams else (ring.pooled, self.cached)
+        selected, k_pooled = self.chooser(q, k, pooled, cached, p.local_mask, p.windows_per_slice, p.topk)
         if self.on_mask is not None:
             self.on_mask(layer, selected)
         if self.joins:
@@ -299,7 +370,9 @@ class SparseCallAttention:
             out = self.kernel(q, [self.joined(layer, selected)])
         else:
             out = self.kernel(q, self.parts(ring, k, v, selected))
-        if self.cache.writes:
+        if self.roams:  # the windows stay where they were written: only their pooled keys to store
+            self.pool.slots(target, target + 1).pooled.copy_(k_pooled)
+        elif self.cache.writes:
             self.writes.copy(lambda: self._store_kv(ring, k, v), k, v)
             self._store_pooled(ring, k_pooled)
         return out.flatten(2)
@@ -309,8 +382,8 @@ class SparseCallAttention:
         self.writes.wait()
 
     def joined(self, layer: int, selected: torch.Tensor) -> tuple:
-        """One part over the pool, the call's windows in the spare slot: the selection's columns
-        mapped to the pool's windows (the layer's cached ones, then the spare's)."""
+        """One part over the pool, the call's windows in the spare (or free) slot: the selection's
+        columns mapped to the pool's windows (the layer's cached ones, then the call's)."""
         pool, t = self.pool, self.plan.tokens_per_slice
         first, end = pool.span(layer)
         return pool.k[:, first * t : end * t], pool.v[:, first * t : end * t], selected, self.columns[layer]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..attention.lcsa import SPARE_SLICES, ring_capacity
+from ..attention.lcsa import KVPool, ring_capacity
 from ..config import (
     PIXEL_MULTIPLE, TILE_AUTO, TILE_OFF, TOKEN_PIXELS, VAE_SPATIAL_FACTOR, VAE_TEMPORAL_FACTOR, WINDOW, WINDOW_TOKENS,
     EngineConfig,
@@ -129,11 +129,11 @@ def estimate_stream(
 
 
 def _kv_per_pixel(models: FlashVSRModels, config: EngineConfig, b: int) -> float:
-    """The KV pool: (layers × ring capacity + spare) slices × (k, v) × dim × bytes per cached
+    """The KV pool: (layers × ring capacity + spares) slices × (k, v) × dim × bytes per cached
     token, plus the float32 pooled keys per window."""
     dit = models.config.dit
     capacity = ring_capacity(config.attention.kv_slices)
-    tokens = (dit.num_layers * capacity + SPARE_SLICES) * WINDOW[0] / TOKEN_PIXELS**2
+    tokens = (dit.num_layers * capacity + KVPool.spares_for(config.roaming_kv_slots)) * WINDOW[0] / TOKEN_PIXELS**2
     if config.attention.kv_cache == "fp8":  # one byte per value, plus a scale per head vector
         per_value = FP8_BYTES + b / dit.head_dim
         return dit.dim * tokens * (2 * per_value + FP32_BYTES / WINDOW_TOKENS)

@@ -9,7 +9,7 @@ from typing import Any, Callable, Protocol
 
 import torch
 
-from ..attention.lcsa import AttentionPlan, KVPool, SlotTable
+from ..attention.lcsa import AttentionPlan, KVPool, SlotHomes, SlotTable
 from ..config import VAE_SPATIAL_FACTOR
 from ..models.lq_proj import LQProjCache
 from ..models.tc_decoder import TCDecoderMemory
@@ -68,6 +68,7 @@ class StreamState:
     noise: NoiseSource
     kv: KVPool | None  # every DiT layer's KV ring, allocated by the first call
     slots: SlotTable  # which ring slot holds which cached time slice
+    homes: SlotHomes | None = None  # with roaming KV slots: where each layer's ring slots are in the pool
     lq_proj: LQProjCache = field(default_factory=LQProjCache)
     decoder: TCDecoderMemory | CausalCache | None = None
     lq: list[torch.Tensor] = field(default_factory=list)  # pending LQ frames (3, H, W)

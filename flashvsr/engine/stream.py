@@ -20,13 +20,15 @@ from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
-from ..attention.backends import resolve_backend
+from ..attention.backends import resolve_backend, takes_columns
 from ..attention.kv_writes import INLINE, KVWrites, kv_writes_for
 from ..attention.lcsa import (
+    JOINED_MAX_ELEMENTS,
     AttentionPlan,
     BlockChooser,
     CachePlan,
     KVPool,
+    SlotHomes,
     SlotTable,
     SparseCallAttention,
     choose_blocks,
@@ -264,8 +266,8 @@ class StreamingEngine:
         cache = state.slots.plan(plan.latent_count // WINDOW[0], att.kv_slices)
         graphs = self._graphs_usable(state, cache, on_mask)
         writes = INLINE if graphs else self.kv_writes  # a captured call keeps its copies on its own stream
-        attention = SparseCallAttention(att, self._kv_pool(state), cache, self.kernel, on_mask, self.block_chooser,
-                                        writes)  # fmt: skip
+        pool = self._kv_pool(state)
+        attention = SparseCallAttention(att, pool, cache, self.kernel, on_mask, self.block_chooser, writes, state.homes)
         order = window_permutation(plan.latent_count, att.tokens_h, att.tokens_w, self.device)
         dit = self.models.dit
 
@@ -282,17 +284,32 @@ class StreamingEngine:
                 x = transformer(x, cos, sin)
             velocity = dit.unembed(x, grid, order)
         state.slots.order = list(cache.after)
+        state.homes = attention.homes_after or state.homes
         latents = noise - velocity.float()
         if state.tracer and state.tracer.on_latents:
             state.tracer.on_latents(plan.index, latents)
         return latents
 
     def _kv_pool(self, state: StreamState) -> KVPool:
-        """The stream's KV pool, allocated by its first call: every layer's ring and the spare slot."""
+        """The stream's KV pool, allocated by its first call: every layer's ring and the spare slot
+        (roaming: a free slot for each half of the layers)."""
         if state.kv is None:
-            cfg, layers = self.models.dit.cfg, len(self.models.dit.blocks)
-            state.kv = KVPool.allocate(state.attention, layers, 1, cfg.num_heads, cfg.head_dim, self.dtype, self.device)
+            roaming = self._may_roam(state)
+            state.kv = self._allocate_pool(state, self.device, roaming)
+            state.homes = SlotHomes.start(state.kv) if roaming else None
         return state.kv
+
+    def _allocate_pool(self, state: StreamState, device, roaming: bool) -> KVPool:
+        cfg, layers = self.models.dit.cfg, len(self.models.dit.blocks)
+        return KVPool.allocate(state.attention, layers, 1, cfg.num_heads, cfg.head_dim, self.dtype, device, roaming)
+
+    def _may_roam(self, state: StreamState) -> bool:
+        """Roaming slots need every steady call on the one-call path: a kernel that takes columns, the
+        exact cache, a half of the pool within the kernel's reach, and no CUDA graphs (they replay fixed slots)."""
+        if not self.config.roaming_kv_slots or self.config.cuda_graphs or state.attention.kv_cache == "fp8":
+            return False
+        sized = self._allocate_pool(state, torch.device("meta"), roaming=True)  # shapes only
+        return takes_columns(self.kernel) and sized.largest_span_elements <= JOINED_MAX_ELEMENTS
 
     def _graphs_usable(self, state: StreamState, cache: CachePlan, on_mask) -> bool:
         """CUDA graphs replay fixed memory: not while weights stream through shared slots, not
