@@ -11,6 +11,7 @@
 # decoder's one-frame chunks stopped copying their memory (GPU tests first), then the stream profile. PART=last:
 # PART=final's 1080p A/B first, for a short budget. PART=roaming: the GPU tests of tests/test_attention.py (roaming
 # KV slots give bit-identical frames), then --compile --overlap-decode with and without roaming_kv_slots.
+# PART=next: PART=final's A/B and PART=roaming's in one call (what session 17 left untimed).
 set -u
 export PYTHONUNBUFFERED=1 FA4_SITE=/tmp/fa4site
 PART=${PART:-copies}
@@ -56,4 +57,10 @@ if [ "$PART" = roaming ]; then  # roaming KV slots (EngineConfig.roaming_kv_slot
         --height 1080 --width 1920 2>&1 | show
     python benchmarks/bench_variants.py "$OUT/roaming_768p.jsonl" $base $base+roaming_kv_slots $base $base+roaming_kv_slots \
         2>&1 | show
+fi
+if [ "$PART" = next ]; then  # everything session 17 left untimed, in one call (~8 min): PART=final + PART=roaming
+    python -m pytest -q tests/test_engine.py tests/test_attention.py tests/test_models.py -W ignore -k "gpu" 2>&1 | grep -E "^E  |passed|failed" | head -n 20
+    old=compile+overlap_decode+eager_edges+kv_copy_stream=false new=compile+overlap_decode roam=compile+overlap_decode+roaming_kv_slots
+    python benchmarks/bench_variants.py "$OUT/next_1080p.jsonl" $old $new $roam $old $new $roam --height 1080 --width 1920 2>&1 | show
+    python benchmarks/bench_variants.py "$OUT/next_768p.jsonl" $new $roam $new $roam 2>&1 | show
 fi
