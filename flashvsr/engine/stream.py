@@ -306,10 +306,11 @@ class StreamingEngine:
     def _may_roam(self, state: StreamState) -> bool:
         """Roaming slots need every steady call on the one-call path: a kernel that takes columns, the
         exact cache, a half of the pool within the kernel's reach, and no CUDA graphs (they replay fixed slots)."""
-        if not self.config.roaming_kv_slots or self.config.cuda_graphs or state.attention.kv_cache == "fp8":
+        wanted = self.config.roaming_kv_slots and not self.config.cuda_graphs and state.attention.kv_cache != "fp8"
+        if not (wanted and takes_columns(self.kernel)):
             return False
         sized = self._allocate_pool(state, torch.device("meta"), roaming=True)  # shapes only
-        return takes_columns(self.kernel) and sized.largest_span_elements <= JOINED_MAX_ELEMENTS
+        return sized.largest_span_elements <= JOINED_MAX_ELEMENTS
 
     def _graphs_usable(self, state: StreamState, cache: CachePlan, on_mask) -> bool:
         """CUDA graphs replay fixed memory: not while weights stream through shared slots, not
