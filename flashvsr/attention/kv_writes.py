@@ -9,6 +9,12 @@ can move them while the SMs work. Each side copy starts after everything queued 
 stream so far (its inputs are written, the slot it overwrites has been read); the caller's stream
 waits for the side stream before the attention reads the spare, and at the end of the DiT call.
 The same copies in the same order: the same values.
+
+A copy's inputs are kept alive until that wait, after which the caller's stream is ordered behind
+the copy and the allocator may hand their memory out again. ``record_stream`` instead lets the
+allocator reuse it only once the GPU has run the copy, which it checks when the host allocates, so
+a host running a call ahead of the GPU holds back up to a call's keys and values (with it, session
+17 measured 25.8 → 31.2 GB reserved at 1080p for the same allocated peak).
 """
 
 from __future__ import annotations
@@ -43,16 +49,17 @@ class SideStreamWrites:
 
     def __init__(self, device: torch.device):
         self.stream = torch.cuda.Stream(device)
+        self.reading: list[torch.Tensor] = []  # inputs of the copies since the last wait
 
     def copy(self, write: Callable[[], None], *inputs: torch.Tensor) -> None:
         self.stream.wait_stream(torch.cuda.current_stream(self.stream.device))
         with torch.cuda.stream(self.stream):
             write()
-        for tensor in inputs:  # the allocator keeps their memory until this stream has read them
-            tensor.record_stream(self.stream)
+        self.reading.extend(inputs)
 
     def wait(self) -> None:
         torch.cuda.current_stream(self.stream.device).wait_stream(self.stream)
+        self.reading.clear()  # the caller's stream now runs after the copies: their inputs may be freed
 
 
 INLINE = InlineWrites()
