@@ -18,49 +18,44 @@ PART=${PART:-copies}
 PART=install bash benchmarks/device_flash4.sh  # installs once per machine
 export PYTHONPATH=$PWD:$FA4_SITE:$FA4_SITE/nvidia_cutlass_dsl/dsl_packages
 show() { grep -v Warn | grep -A6 "^=="; }
+gpu_tests() { python -m pytest -q "$@" -W ignore -k "gpu" 2>&1 | grep -E "^E  |passed|failed" | head -n 20; }
+# alternate NAME A B: variants A, B, A, B in one process at 1080p, then at 1408×768 (runs drift ~1 % in a process)
+alternate() {
+    python benchmarks/bench_variants.py "$OUT/$1_1080p.jsonl" "$2" "$3" "$2" "$3" --height 1080 --width 1920 2>&1 | show
+    python benchmarks/bench_variants.py "$OUT/$1_768p.jsonl" "$2" "$3" "$2" "$3" 2>&1 | show
+}
+base=compile+overlap_decode
+old=compile+overlap_decode+eager_edges+kv_copy_stream=false new=compile+overlap_decode
+roam=compile+overlap_decode+roaming_kv_slots
 if [ "$PART" = copies ]; then
-    python -m pytest -q tests/test_attention.py -W ignore -k "gpu" 2>&1 | grep -E "^E  |passed|failed" | head -n 20
-    base=compile+overlap_decode
-    python benchmarks/bench_variants.py "$OUT/copies_1080p.jsonl" $base $base+kv_copy_stream $base $base+kv_copy_stream \
-        --height 1080 --width 1920 2>&1 | show
-    python benchmarks/bench_variants.py "$OUT/copies_768p.jsonl" $base $base+kv_copy_stream $base $base+kv_copy_stream \
-        2>&1 | show
+    gpu_tests tests/test_attention.py
+    alternate copies $base $base+kv_copy_stream
 fi
 if [ "$PART" = streams ]; then
     python benchmarks/profile_streams.py --compile --overlap-decode --kv-copy-stream --out "$OUT/streams_1080p_overlap.txt" 2>&1 | grep -v Warn | tail -n 80
     python benchmarks/profile_streams.py --compile --out "$OUT/streams_1080p_serial.txt" 2>&1 | grep -v Warn | tail -n 60
 fi
 if [ "$PART" = edges ]; then
-    python -m pytest -q tests/test_engine.py tests/test_attention.py -W ignore -k "gpu" 2>&1 | grep -E "^E  |passed|failed" | head -n 20
-    old=compile+overlap_decode+eager_edges+kv_copy_stream=false new=compile+overlap_decode
-    python benchmarks/bench_variants.py "$OUT/edges_1080p.jsonl" $old $new $old $new --height 1080 --width 1920 2>&1 | show
-    python benchmarks/bench_variants.py "$OUT/edges_768p.jsonl" $old $new $old $new 2>&1 | show
+    gpu_tests tests/test_engine.py tests/test_attention.py
+    alternate edges $old $new
     python benchmarks/profile_streams.py --compile --overlap-decode --out "$OUT/streams_1080p_overlap.txt" 2>&1 | grep -v Warn | tail -n 70
 fi
 if [ "$PART" = final ]; then
-    python -m pytest -q tests/test_engine.py tests/test_attention.py tests/test_models.py -W ignore -k "gpu" 2>&1 | grep -E "^E  |passed|failed" | head -n 20
-    old=compile+overlap_decode+eager_edges+kv_copy_stream=false new=compile+overlap_decode
-    python benchmarks/bench_variants.py "$OUT/final_1080p.jsonl" $old $new $old $new --height 1080 --width 1920 2>&1 | show
-    python benchmarks/bench_variants.py "$OUT/final_768p.jsonl" $old $new $old $new 2>&1 | show
+    gpu_tests tests/test_engine.py tests/test_attention.py tests/test_models.py
+    alternate final $old $new
     python benchmarks/profile_streams.py --compile --overlap-decode --out "$OUT/streams_1080p_overlap.txt" 2>&1 | grep -v Warn | grep -A12 "^span\|^== stream"
 fi
 if [ "$PART" = last ]; then  # PART=final reordered for a short budget: the 1080p A/B first
-    old=compile+overlap_decode+eager_edges+kv_copy_stream=false new=compile+overlap_decode
     python benchmarks/bench_variants.py "$OUT/final_1080p.jsonl" $old $new $old $new --height 1080 --width 1920 2>&1 | show
-    python -m pytest -q tests/test_engine.py tests/test_models.py -W ignore -k "gpu" 2>&1 | grep -E "^E  |passed|failed" | head -n 20
+    gpu_tests tests/test_engine.py tests/test_models.py
     python benchmarks/bench_variants.py "$OUT/final_768p.jsonl" $new $old 2>&1 | show
 fi
 if [ "$PART" = roaming ]; then  # roaming KV slots (EngineConfig.roaming_kv_slots): half the KV copies, exact
-    python -m pytest -q tests/test_attention.py -W ignore -k "gpu" 2>&1 | grep -E "^E  |passed|failed" | head -n 20
-    base=compile+overlap_decode
-    python benchmarks/bench_variants.py "$OUT/roaming_1080p.jsonl" $base $base+roaming_kv_slots $base $base+roaming_kv_slots \
-        --height 1080 --width 1920 2>&1 | show
-    python benchmarks/bench_variants.py "$OUT/roaming_768p.jsonl" $base $base+roaming_kv_slots $base $base+roaming_kv_slots \
-        2>&1 | show
+    gpu_tests tests/test_attention.py
+    alternate roaming $base $roam
 fi
 if [ "$PART" = next ]; then  # everything session 17 left untimed, in one call (~8 min): PART=final + PART=roaming
-    python -m pytest -q tests/test_engine.py tests/test_attention.py tests/test_models.py -W ignore -k "gpu" 2>&1 | grep -E "^E  |passed|failed" | head -n 20
-    old=compile+overlap_decode+eager_edges+kv_copy_stream=false new=compile+overlap_decode roam=compile+overlap_decode+roaming_kv_slots
+    gpu_tests tests/test_engine.py tests/test_attention.py tests/test_models.py
     python benchmarks/bench_variants.py "$OUT/next_1080p.jsonl" $old $new $roam $old $new $roam --height 1080 --width 1920 2>&1 | show
     python benchmarks/bench_variants.py "$OUT/next_768p.jsonl" $new $roam $new $roam 2>&1 | show
 fi
