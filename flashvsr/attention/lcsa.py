@@ -367,8 +367,8 @@ class SparseCallAttention:
         selected, k_pooled = self.chooser(q, k, pooled, cached, p.local_mask, p.windows_per_slice, p.topk)
         if self.on_mask is not None:
             self.on_mask(layer, selected)
+        self.writes.wait()  # the spare's copy (joined) or the last layer's ring copy: at most a layer's inputs held
         if self.joins:
-            self.writes.wait()
             out = self.kernel(q, [self.joined(layer, selected)])
         else:
             out = self.kernel(q, self.parts(ring, k, v, selected))

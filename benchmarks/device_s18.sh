@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Device runs planned for session 18 (carry .whl; FlashAttention-4 goes to /tmp/fa4site, kept while the machine
+# is warm). PART=held: the GPU tests of the engine, attention and models (failures with their tracebacks), then
+# --compile --overlap-decode with fixed and roaming KV slots, alternating, at 1080p and 1408×768, after each
+# layer's attention started waiting for the side stream's earlier copies (session 17's hold-until-wait held a
+# call's first layers' keys and values to its end: 25.6 GB allocated at 1080p against 18.0).
+set -u
+export PYTHONUNBUFFERED=1 FA4_SITE=/tmp/fa4site
+PART=${PART:-held}
+PART=install bash benchmarks/device_flash4.sh  # installs once per machine
+export PYTHONPATH=$PWD:$FA4_SITE:$FA4_SITE/nvidia_cutlass_dsl/dsl_packages
+show() { grep -v Warn | grep -A6 "^=="; }
+gpu_tests() { python -m pytest -q "$@" -W ignore -k "gpu" --tb=short -rf 2>&1 | grep -E "^E  |^tests/|passed|failed|^FAILED|line [0-9]+, in|\.py:[0-9]+: in" | head -n 60; }
+alternate() {  # alternate NAME A B: A, B, A, B in one process at 1080p, then at 1408×768 (runs drift ~1 % in a process)
+    python benchmarks/bench_variants.py "$OUT/$1_1080p.jsonl" "$2" "$3" "$2" "$3" --height 1080 --width 1920 2>&1 | show
+    python benchmarks/bench_variants.py "$OUT/$1_768p.jsonl" "$2" "$3" "$2" "$3" 2>&1 | show
+}
+new=compile+overlap_decode roam=compile+overlap_decode+roaming_kv_slots
+if [ "$PART" = held ]; then
+    gpu_tests tests/test_engine.py tests/test_attention.py tests/test_models.py
+    alternate held $new $roam
+fi
