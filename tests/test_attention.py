@@ -177,6 +177,19 @@ def test_backend_resolution_never_silently_falls_back():
         resolve_backend("flash4", "cpu")
 
 
+def test_flash4_is_chosen_only_where_the_model_computes_in_16_bits(monkeypatch):
+    """FlashAttention-4 takes bf16 or fp16: ``auto`` passes it over for float32 (a GPU test at float32
+    reached its assertion), and asking for it at float32 says why before any frame is read."""
+    from flashvsr.attention import backends
+
+    monkeypatch.setattr(backends, "flash4_usable", lambda device: True)
+    monkeypatch.setattr(backends, "_flash4", lambda: None)
+    assert resolve_backend("auto", "cuda", dtype=torch.bfloat16) is backends.flash4_block_sparse
+    assert resolve_backend("auto", "cuda", dtype=torch.float32) is backends.flex_block_sparse
+    with pytest.raises(ValueError, match="bfloat16 or float16, not torch.float32"):
+        resolve_backend("flash4", "cuda", dtype=torch.float32)
+
+
 def test_flash4_without_its_package_says_how_to_get_it(monkeypatch):
     import builtins
 

@@ -246,6 +246,9 @@ CUDA_ONLY = {"flex", "flash4"}
 FLASH4_MIN_CAPABILITY = (9, 0)  # FlashAttention-4's CuTe kernels: Hopper and newer
 
 
+FLASH4_DTYPES = (torch.bfloat16, torch.float16)  # what its kernels take (fp8 aside)
+
+
 def flash4_usable(device: torch.device) -> bool:
     """FlashAttention-4 is installed, imports, and the GPU is new enough for it."""
     if device.type != "cuda" or torch.cuda.get_device_capability(device) < FLASH4_MIN_CAPABILITY:
@@ -260,21 +263,26 @@ def flash4_usable(device: torch.device) -> bool:
     return True
 
 
-def resolve_backend(name: str, device: torch.device | str, *, training: bool = False) -> BlockSparseAttention:
+def resolve_backend(
+    name: str, device: torch.device | str, *, training: bool = False, dtype: torch.dtype = torch.bfloat16
+) -> BlockSparseAttention:
     """The kernel for ``name``. ``auto`` picks, on CUDA, flash4 where FlashAttention-4 is installed
-    and usable (inference only: training's backward pass through it is untested), else flex; gather
-    elsewhere."""
+    and usable and the model computes in 16 bits (inference only: training's backward pass through
+    it is untested), else flex; gather elsewhere."""
     device = torch.device(device)
     if name == "auto":
         if device.type != "cuda":
             name = "gather"
         else:
-            name = "flash4" if not training and flash4_usable(device) else "flex"
+            name = "flash4" if not training and dtype in FLASH4_DTYPES and flash4_usable(device) else "flex"
     if name not in BACKENDS:
         raise ValueError(f"unknown attention backend {name!r}; choose from {sorted(BACKENDS)} or 'auto'")
     if name in CUDA_ONLY and device.type != "cuda":
         raise ValueError(f"the {name} attention backend needs a CUDA device; use 'gather' on CPU")
     if name == "flash4":
+        if dtype not in FLASH4_DTYPES:
+            raise ValueError(f"the flash4 attention backend computes in bfloat16 or float16, not {dtype}; "
+                             "use --dtype bfloat16 or the flex backend")  # fmt: skip
         _flash4()  # fail here, with the install hint, rather than inside the first DiT call
     return BACKENDS[name]
 

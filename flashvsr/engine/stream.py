@@ -67,7 +67,7 @@ class StreamingEngine:
         self.config = config
         self.device = torch.device(config.device)
         self.dtype = resolve_dtype(config.dtype)
-        self.kernel = resolve_backend(config.attention_backend, self.device)
+        self.kernel = resolve_backend(config.attention_backend, self.device, dtype=self.dtype)
         for problem in check_kernels(self.device, compiled=config.compile):  # once per process and GPU
             warnings.warn(problem, stacklevel=2)
         self.clock: StageClock = NullClock()  # benchmarks install a timing clock here
