@@ -3,7 +3,9 @@
 # is warm). PART=held: the GPU tests of the engine, attention and models (failures with their tracebacks), then
 # --compile --overlap-decode with fixed and roaming KV slots, alternating, at 1080p and 1408×768, after each
 # layer's attention started waiting for the side stream's earlier copies (session 17's hold-until-wait held a
-# call's first layers' keys and values to its end: 25.6 GB allocated at 1080p against 18.0).
+# call's first layers' keys and values to its end: 25.6 GB allocated at 1080p against 18.0). PART=roamed: the
+# same after --overlap-decode started roaming by default (fixed = roaming_kv_slots=false), then GPU parity
+# against the fixtures with --compile (needs .carry/parity from an earlier call, or skips).
 set -u
 export PYTHONUNBUFFERED=1 FA4_SITE=/tmp/fa4site
 PART=${PART:-held}
@@ -15,8 +17,12 @@ alternate() {  # alternate NAME A B: A, B, A, B in one process at 1080p, then at
     python benchmarks/bench_variants.py "$OUT/$1_1080p.jsonl" "$2" "$3" "$2" "$3" --height 1080 --width 1920 2>&1 | show
     python benchmarks/bench_variants.py "$OUT/$1_768p.jsonl" "$2" "$3" "$2" "$3" 2>&1 | show
 }
-new=compile+overlap_decode roam=compile+overlap_decode+roaming_kv_slots
+new=compile+overlap_decode roam=compile+overlap_decode+roaming_kv_slots fixed=compile+overlap_decode+roaming_kv_slots=false
 if [ "$PART" = held ]; then
     gpu_tests tests/test_engine.py tests/test_attention.py tests/test_models.py
     alternate held $new $roam
+fi
+if [ "$PART" = roamed ]; then
+    gpu_tests tests/test_engine.py tests/test_attention.py tests/test_models.py
+    alternate roamed $fixed $new
 fi

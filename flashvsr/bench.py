@@ -63,7 +63,7 @@ class BenchConfig:
     offload_weights: str = "auto"
     overlap_decode: bool = False
     kv_copy_stream: bool | None = None  # None: with overlap_decode
-    roaming_kv_slots: bool = False
+    roaming_kv_slots: bool | None = None  # None: with overlap_decode
     file_io: bool = False  # time whole file jobs: decode the input video, upscale, encode the output
     stabilize: bool = False  # the stabilizer on (--stabilize on's settings), as the bundled model runs
 

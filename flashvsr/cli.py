@@ -325,8 +325,8 @@ def tile_setting(text: str) -> str | tuple[int, int]:
 
 
 OVERLAP_DECODE_HELP = ("on a GPU, decode each DiT call's frames on a second CUDA stream while the next call runs, and "
-                       "copy the attention's keys and values on a third (the same frames, 8 frames later; ~5 %% faster "
-                       "on an H100; a little more GPU memory)")
+                       "copy the attention's keys and values on a third, each layer's once, into a free slot of the "
+                       "cache (the same frames, 8 frames later; ~5 %% faster on an H100; a little more GPU memory)")
 
 
 def tile_overlap(text: str) -> int:

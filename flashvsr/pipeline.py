@@ -300,7 +300,7 @@ def engine_config(
     cuda_graphs: bool = False,
     overlap_decode: bool = False,
     kv_copy_stream: bool | None = None,
-    roaming_kv_slots: bool = False,
+    roaming_kv_slots: bool | None = None,
     decoder_channels_last: bool = True,
     tile: str | tuple[int, int] = TILE_AUTO,
     tile_overlap: int = DEFAULT_TILE_OVERLAP,

@@ -346,6 +346,13 @@ def test_kv_copies_go_aside_with_overlap_unless_told():
     assert EngineConfig(kv_copy_stream=True).copies_kv_aside
 
 
+def test_kv_slots_roam_with_overlap_unless_told():
+    assert not EngineConfig().roams_kv_slots
+    assert EngineConfig(overlap_decode=True).roams_kv_slots
+    assert not EngineConfig(overlap_decode=True, roaming_kv_slots=False).roams_kv_slots
+    assert EngineConfig(roaming_kv_slots=True).roams_kv_slots
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="compiled conversions run on CUDA only")
 def test_on_a_gpu_compiled_conversions_and_colour_fix_match_eager():
     from flashvsr.colorfix import color_fix

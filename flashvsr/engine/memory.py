@@ -133,7 +133,7 @@ def _kv_per_pixel(models: FlashVSRModels, config: EngineConfig, b: int) -> float
     token, plus the float32 pooled keys per window."""
     dit = models.config.dit
     capacity = ring_capacity(config.attention.kv_slices)
-    tokens = (dit.num_layers * capacity + KVPool.spares_for(config.roaming_kv_slots)) * WINDOW[0] / TOKEN_PIXELS**2
+    tokens = (dit.num_layers * capacity + KVPool.spares_for(config.roams_kv_slots)) * WINDOW[0] / TOKEN_PIXELS**2
     if config.attention.kv_cache == "fp8":  # one byte per value, plus a scale per head vector
         per_value = FP8_BYTES + b / dit.head_dim
         return dit.dim * tokens * (2 * per_value + FP32_BYTES / WINDOW_TOKENS)

@@ -306,7 +306,7 @@ class StreamingEngine:
     def _may_roam(self, state: StreamState) -> bool:
         """Roaming slots need every steady call on the one-call path: a kernel that takes columns, the
         exact cache, a half of the pool within the kernel's reach, and no CUDA graphs (they replay fixed slots)."""
-        wanted = self.config.roaming_kv_slots and not self.config.cuda_graphs and state.attention.kv_cache != "fp8"
+        wanted = self.config.roams_kv_slots and not self.config.cuda_graphs and state.attention.kv_cache != "fp8"
         if not (wanted and takes_columns(self.kernel)):
             return False
         sized = self._allocate_pool(state, torch.device("meta"), roaming=True)  # shapes only
