@@ -9,7 +9,7 @@
 set -u
 export PYTHONUNBUFFERED=1 FA4_SITE=/tmp/fa4site
 PART=${PART:-held}
-PART=install bash benchmarks/device_flash4.sh  # installs once per machine
+[ "$PART" = parity ] || PART=install bash benchmarks/device_flash4.sh  # installs once per machine
 export PYTHONPATH=$PWD:$FA4_SITE:$FA4_SITE/nvidia_cutlass_dsl/dsl_packages
 show() { grep -v Warn | grep -A6 "^=="; }
 gpu_tests() { python -m pytest -q "$@" -W ignore -k "gpu" --tb=short -rf 2>&1 | grep -E "^E  |^tests/|passed|failed|^FAILED|line [0-9]+, in|\.py:[0-9]+: in" | head -n 60; }
@@ -25,4 +25,10 @@ fi
 if [ "$PART" = roamed ]; then
     gpu_tests tests/test_engine.py tests/test_attention.py tests/test_models.py
     alternate roamed $fixed $new
+    [ -d .carry/parity ] && python benchmarks/gpu_parity.py .carry/parity --out "$OUT/gpu_parity.json" \
+        --also bfloat16/flash4 bfloat16/flash4+compile bfloat16/flash4+compile+overlap_decode 2>&1 | grep -v Warn | tail -n 24
+fi
+if [ "$PART" = parity ]; then  # carry .carry; FlashAttention-4 installed by an earlier part on this warm machine
+    python benchmarks/gpu_parity.py .carry/parity --out "$OUT/gpu_parity.json" \
+        --also bfloat16/flash4 bfloat16/flash4+compile bfloat16/flash4+compile+overlap_decode 2>&1 | grep -v Warn | tail -n 24
 fi

@@ -31,7 +31,7 @@ def main() -> int:
     ap.add_argument("--out")
     ap.add_argument("--speed", action="store_true", help="also bf16 flex with the DiT blocks under torch.compile")
     ap.add_argument("--also", nargs="*", default=[], metavar="DTYPE/BACKEND",
-                    help="more runs, e.g. bfloat16/flash4 bfloat16/flash4+compile")
+                    help="more runs, e.g. bfloat16/flash4 bfloat16/flash4+compile+overlap_decode")
     args = ap.parse_args()
     configs = [("float32", "flex"), ("bfloat16", "flex"), ("bfloat16", "gather"), ("float32", "gather")]
     configs += [("bfloat16", "flex+compile")] if args.speed else []

@@ -103,9 +103,10 @@ def run_parity_case(
     push_size: int = 5,
     models: FlashVSRModels | None = None,
     compile: bool = False,
+    overlap_decode: bool = False,
 ) -> ParityResult:
     """``models``: prebuilt :func:`build_fixture_models` output (moved to device/dtype in place);
-    ``compile``: the engine's torch.compile option, checked for exactness."""
+    ``compile``, ``overlap_decode``: the engine's options of those names, checked for exactness."""
     folder = Path(folder)
     meta = json.loads((folder / "meta.json").read_text())
     expected = np.load(folder / "expected.npz")
@@ -120,6 +121,7 @@ def run_parity_case(
         device=device,
         attention_backend=backend,
         compile=compile,
+        overlap_decode=overlap_decode,
     )
     models.to(device, resolve_dtype(dtype))
     engine = StreamingEngine(models, engine_cfg)
