@@ -5,11 +5,12 @@
 # layer's attention started waiting for the side stream's earlier copies (session 17's hold-until-wait held a
 # call's first layers' keys and values to its end: 25.6 GB allocated at 1080p against 18.0). PART=roamed: the
 # same after --overlap-decode started roaming by default (fixed = roaming_kv_slots=false), then GPU parity
-# against the fixtures with --compile (needs .carry/parity from an earlier call, or skips).
+# against the fixtures with --compile (needs .carry/parity from an earlier call, or skips). PART=cli (carry
+# .carry_av; FlashAttention-4 from an earlier part on this warm machine): the issue's figures from the CLI itself.
 set -u
 export PYTHONUNBUFFERED=1 FA4_SITE=/tmp/fa4site
 PART=${PART:-held}
-[ "$PART" = parity ] || PART=install bash benchmarks/device_flash4.sh  # installs once per machine
+case "$PART" in parity|cli) ;; *) PART=install bash benchmarks/device_flash4.sh ;; esac  # installs once per machine
 export PYTHONPATH=$PWD:$FA4_SITE:$FA4_SITE/nvidia_cutlass_dsl/dsl_packages
 show() { grep -v Warn | grep -A6 "^=="; }
 gpu_tests() { python -m pytest -q "$@" -W ignore -k "gpu" --tb=short -rf 2>&1 | grep -E "^E  |^tests/|passed|failed|^FAILED|line [0-9]+, in|\.py:[0-9]+: in" | head -n 60; }
@@ -31,4 +32,13 @@ fi
 if [ "$PART" = parity ]; then  # carry .carry; FlashAttention-4 installed by an earlier part on this warm machine
     python benchmarks/gpu_parity.py .carry/parity --out "$OUT/gpu_parity.json" \
         --also bfloat16/flash4 bfloat16/flash4+compile bfloat16/flash4+compile+overlap_decode 2>&1 | grep -v Warn | tail -n 24
+fi
+if [ "$PART" = cli ]; then
+    [ -d /tmp/avsite/av ] || pip install -q --no-deps --no-index --target /tmp/avsite .carry_av/*.whl 2>&1 | tail -n 2
+    export PYTHONPATH=$PYTHONPATH:/tmp/avsite
+    for args in "--compile --overlap-decode" "--compile --overlap-decode --height 1080 --width 1920" \
+        "--compile --memory-limit 9.5"; do
+        echo "== flashvsr bench $args"
+        python -m flashvsr bench $args 2>&1 | grep -v Warn | tail -n 7 | tee -a "$OUT/cli.txt"
+    done
 fi
