@@ -7,6 +7,7 @@
 # same after --overlap-decode started roaming by default (fixed = roaming_kv_slots=false), then GPU parity
 # against the fixtures with --compile (needs .carry/parity from an earlier call, or skips). PART=cli (carry
 # .carry_av; FlashAttention-4 from an earlier part on this warm machine): the figures from the CLI itself.
+# PART=h200 (carry .whl): --compile --overlap-decode at 1408×768 and 1080p, and --compile on a 9.5 GB budget.
 set -u
 export PYTHONUNBUFFERED=1 FA4_SITE=/tmp/fa4site
 PART=${PART:-held}
@@ -41,4 +42,8 @@ if [ "$PART" = cli ]; then
         echo "== flashvsr bench $args"
         python -m flashvsr bench $args 2>&1 | grep -v Warn | tail -n 7 | tee -a "$OUT/cli.txt"
     done
+fi
+if [ "$PART" = h200 ]; then
+    python benchmarks/bench_variants.py "$OUT/h200_768p.jsonl" compile+overlap_decode compile+memory_limit_gb=9.5 2>&1 | show
+    python benchmarks/bench_variants.py "$OUT/h200_1080p.jsonl" compile+overlap_decode --height 1080 --width 1920 2>&1 | show
 fi
