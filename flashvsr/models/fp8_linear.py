@@ -39,7 +39,10 @@ class Fp8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows, scale = quantize_rows(x.flatten(0, -2), torch.float32)
         weight, weight_scale = self.weight.view(FP8).t(), self.weight_scale.float()
-        out = torch._scaled_mm(rows, weight, scale_a=scale, scale_b=weight_scale, out_dtype=self.out_dtype)
+        if x.device.type == "cuda":
+            out = torch._scaled_mm(rows, weight, scale_a=scale, scale_b=weight_scale, out_dtype=self.out_dtype)
+        else:  # the same products in float32: CPU _scaled_mm takes per-row scales only in recent torch (not 2.11)
+            out = ((rows.float() * scale) @ (weight.float() * weight_scale)).to(self.out_dtype)
         out = out.unflatten(0, x.shape[:-1])
         return out if self.bias is None else out + self.bias
 
