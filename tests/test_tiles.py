@@ -237,7 +237,8 @@ def test_estimate_counts_the_decoder_head_memory():
 
 def test_overlapped_decoding_plans_for_the_dit_and_the_decoder_at_once():
     models = official_bf16_models()
-    plan = lambda device, overlap: estimate_stream(  # noqa: E731 (fixed KV slots: the slot roaming adds is tested apart)
+    # fixed KV slots: the slot that roaming adds is tested apart (test_attention.py)
+    plan = lambda device, overlap: estimate_stream(  # noqa: E731
         models, EngineConfig(dtype="bfloat16", device=device, overlap_decode=overlap, roaming_kv_slots=False), 768, 1408
     )
     alone, both = plan("cuda", False), plan("cuda", True)

@@ -7,11 +7,14 @@ these are four copies of 53 MB a layer, ≈ 7 ms per 8 frames of device-to-devic
 SMs wait for (benchmarks/results/2026-12-06_h100_s16/call6_profile_1080p.txt). The copy engines
 can move them while the SMs work. Each side copy starts after everything queued on the caller's
 stream so far (its inputs are written, the slot it overwrites has been read); the caller's stream
-waits for the side stream before the attention reads the spare, and at the end of the DiT call.
+waits for the side stream before each layer's attention (which reads the spare) and at the end of
+the DiT call.
 The same copies in the same order: the same values.
 
 A copy's inputs are kept alive until that wait, after which the caller's stream is ordered behind
-the copy and the allocator may hand their memory out again. ``record_stream`` instead lets the
+the copy and the allocator may hand their memory out again: at most two copies' inputs at a time,
+since every layer waits (waiting only at the call's end held a first call's keys and values for
+every layer: +7.6 GB at 1080p, session 18). ``record_stream`` instead lets the
 allocator reuse it only once the GPU has run the copy, which it checks when the host allocates, so
 a host running a call ahead of the GPU holds back up to a call's keys and values (with it, session
 17 measured 25.8 → 31.2 GB reserved at 1080p for the same allocated peak).

@@ -17,7 +17,7 @@ layer's new slices in their slots. A kernel that reads keys through window indic
 and the call's windows, copied to the spare slot, in one call over the pool; others get the
 ring and the call's windows as two parts that they merge. The copies into the pool run where the
 engine's :class:`~.kv_writes.KVWrites` puts them: on the caller's stream, or beside it. With
-roaming slots (opt-in, :class:`SlotHomes`) the call's windows stay in the free slot they were
+roaming slots (:class:`SlotHomes`; with ``--overlap-decode``) the call's windows stay in the free slot they were
 copied to, which becomes part of the layer's ring: one copy instead of two.
 """
 
