@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -416,6 +418,11 @@ def test_roaming_kv_slots_only_where_every_steady_call_is_one_call():
     plain, roaming = (estimate_stream(models, tiny_cpu_engine(models, roaming_kv_slots=r).config, 768, 1408)
                       for r in (False, True))  # fmt: skip
     assert roaming.held > plain.held  # the planner counts the second free slot
+    roams = tiny_cpu_engine(models, roaming_kv_slots=True).config
+    plan = lambda **changes: estimate_stream(models, replace(roams, **changes), 768, 1408)  # noqa: E731
+    fp8 = replace(roams.attention, kv_cache="fp8")
+    for fixed in ({"attention_backend": "flex"}, {"cuda_graphs": True}, {"attention": fp8}):
+        assert plan(**fixed) == plan(**fixed, roaming_kv_slots=False)  # ... only where the stream may roam
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..attention.backends import BACKENDS, takes_columns
 from ..attention.lcsa import KVPool, ring_capacity
 from ..config import (
     PIXEL_MULTIPLE, TILE_AUTO, TILE_OFF, TOKEN_PIXELS, VAE_SPATIAL_FACTOR, VAE_TEMPORAL_FACTOR, WINDOW, WINDOW_TOKENS,
@@ -128,12 +129,20 @@ def estimate_stream(
     return StreamMemory(weights_bytes(models), math.ceil(held * pixels), math.ceil(transient * pixels))
 
 
+def _may_roam(config: EngineConfig) -> bool:
+    """Whether the stream may roam its KV slots (the engine decides with its kernel; ``auto``, which
+    may take FlashAttention-4, counts as one that can)."""
+    backend = BACKENDS.get(config.attention_backend)
+    one_call = backend is None or takes_columns(backend)
+    return config.roams_kv_slots and one_call and not config.cuda_graphs and config.attention.kv_cache != "fp8"
+
+
 def _kv_per_pixel(models: FlashVSRModels, config: EngineConfig, b: int) -> float:
     """The KV pool: (layers × ring capacity + spares) slices × (k, v) × dim × bytes per cached
     token, plus the float32 pooled keys per window."""
     dit = models.config.dit
     capacity = ring_capacity(config.attention.kv_slices)
-    tokens = (dit.num_layers * capacity + KVPool.spares_for(config.roams_kv_slots)) * WINDOW[0] / TOKEN_PIXELS**2
+    tokens = (dit.num_layers * capacity + KVPool.spares_for(_may_roam(config))) * WINDOW[0] / TOKEN_PIXELS**2
     if config.attention.kv_cache == "fp8":  # one byte per value, plus a scale per head vector
         per_value = FP8_BYTES + b / dit.head_dim
         return dit.dim * tokens * (2 * per_value + FP32_BYTES / WINDOW_TOKENS)
