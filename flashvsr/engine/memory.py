@@ -33,7 +33,7 @@ from ..models import FlashVSRModels
 from ..models.wan_vae import CACHE_T
 from .overlap import decodes_beside
 from .schedule import FIRST_CALL_LATENTS, LATENTS_PER_CALL, plan_call
-from .stream import resolve_dtype
+from .stream import resolve_dtype, roaming_wanted
 from .tiles import TileGrid, plan_grid
 
 GB = 1e9
@@ -133,8 +133,7 @@ def _may_roam(config: EngineConfig) -> bool:
     """Whether the stream may roam its KV slots (the engine decides with its kernel; ``auto``, which
     may take FlashAttention-4, counts as one that can)."""
     backend = BACKENDS.get(config.attention_backend)
-    one_call = backend is None or takes_columns(backend)
-    return config.roams_kv_slots and one_call and not config.cuda_graphs and config.attention.kv_cache != "fp8"
+    return roaming_wanted(config) and (backend is None or takes_columns(backend))
 
 
 def _kv_per_pixel(models: FlashVSRModels, config: EngineConfig, b: int) -> float:

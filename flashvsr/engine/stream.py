@@ -57,6 +57,12 @@ def resolve_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
+def roaming_wanted(config: EngineConfig) -> bool:
+    """Roaming KV slots asked for (or by ``overlap_decode``) and not ruled out by the settings: CUDA graphs
+    replay fixed slots, and the fp8 cache is read in two parts."""
+    return config.roams_kv_slots and not config.cuda_graphs and config.attention.kv_cache != "fp8"
+
+
 class StreamingEngine:
     def __init__(self, models: FlashVSRModels, config: EngineConfig):
         if config.variant == "tiny" and models.tc_decoder is None:
@@ -306,8 +312,7 @@ class StreamingEngine:
     def _may_roam(self, state: StreamState) -> bool:
         """Roaming slots need every steady call on the one-call path: a kernel that takes columns, the
         exact cache, a half of the pool within the kernel's reach, and no CUDA graphs (they replay fixed slots)."""
-        wanted = self.config.roams_kv_slots and not self.config.cuda_graphs and state.attention.kv_cache != "fp8"
-        if not (wanted and takes_columns(self.kernel)):
+        if not (roaming_wanted(self.config) and takes_columns(self.kernel)):
             return False
         sized = self._allocate_pool(state, torch.device("meta"), roaming=True)  # shapes only
         return sized.largest_span_elements <= JOINED_MAX_ELEMENTS
