@@ -16,11 +16,9 @@
 # PART=files (carry .carry_av, right after one of the others on the same warm machine): whole file jobs with
 #   the faster preset, FA4, 501 frames, per encoder variant.
 set -u
-export PYTHONUNBUFFERED=1 FA4_SITE=/tmp/fa4site
+source benchmarks/device_common.sh
 PART=${PART:-kernels}
-case "$PART" in files|parity) ;; *) PART=install bash benchmarks/device_flash4.sh ;; esac  # installs once per machine
-export PYTHONPATH=$PWD:$FA4_SITE:$FA4_SITE/nvidia_cutlass_dsl/dsl_packages
-show() { grep -v Warn | grep -A6 "^=="; }
+case "$PART" in files|parity) ;; *) fa4_install ;; esac
 if [ "$PART" = kernels ]; then
     python -m pytest -q tests/test_kernels.py tests/test_attention.py 2>&1 | tail -n 4 | tee "$OUT/pytest_kernels.txt"
     python benchmarks/kernel_options.py --cases decoder lr_windows rope topk --json "$OUT/kernel_options.jsonl" 2>&1 | grep -v -i warn | tail -n 40

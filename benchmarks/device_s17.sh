@@ -13,17 +13,9 @@
 # KV slots give bit-identical frames), then --compile --overlap-decode with and without roaming_kv_slots.
 # PART=next: PART=final's A/B and PART=roaming's in one call (what session 17 left untimed).
 set -u
-export PYTHONUNBUFFERED=1 FA4_SITE=/tmp/fa4site
+source benchmarks/device_common.sh
 PART=${PART:-copies}
-PART=install bash benchmarks/device_flash4.sh  # installs once per machine
-export PYTHONPATH=$PWD:$FA4_SITE:$FA4_SITE/nvidia_cutlass_dsl/dsl_packages
-show() { grep -v Warn | grep -A6 "^=="; }
-gpu_tests() { python -m pytest -q "$@" -W ignore -k "gpu" 2>&1 | grep -E "^E  |passed|failed" | head -n 20; }
-# alternate NAME A B: variants A, B, A, B in one process at 1080p, then at 1408×768 (runs drift ~1 % in a process)
-alternate() {
-    python benchmarks/bench_variants.py "$OUT/$1_1080p.jsonl" "$2" "$3" "$2" "$3" --height 1080 --width 1920 2>&1 | show
-    python benchmarks/bench_variants.py "$OUT/$1_768p.jsonl" "$2" "$3" "$2" "$3" 2>&1 | show
-}
+fa4_install
 base=compile+overlap_decode
 old=compile+overlap_decode+eager_edges+kv_copy_stream=false new=compile+overlap_decode
 roam=compile+overlap_decode+roaming_kv_slots

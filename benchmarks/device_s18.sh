@@ -9,16 +9,9 @@
 # .carry_av; FlashAttention-4 from an earlier part on this warm machine): the figures from the CLI itself.
 # PART=h200 (carry .whl): --compile --overlap-decode at 1408×768 and 1080p, and --compile on a 9.5 GB budget.
 set -u
-export PYTHONUNBUFFERED=1 FA4_SITE=/tmp/fa4site
+source benchmarks/device_common.sh
 PART=${PART:-held}
-case "$PART" in parity|cli) ;; *) PART=install bash benchmarks/device_flash4.sh ;; esac  # installs once per machine
-export PYTHONPATH=$PWD:$FA4_SITE:$FA4_SITE/nvidia_cutlass_dsl/dsl_packages
-show() { grep -v Warn | grep -A6 "^=="; }
-gpu_tests() { python -m pytest -q "$@" -W ignore -k "gpu" --tb=short -rf 2>&1 | grep -E "^E  |^tests/|passed|failed|^FAILED|line [0-9]+, in|\.py:[0-9]+: in" | head -n 60; }
-alternate() {  # alternate NAME A B: A, B, A, B in one process at 1080p, then at 1408×768 (runs drift ~1 % in a process)
-    python benchmarks/bench_variants.py "$OUT/$1_1080p.jsonl" "$2" "$3" "$2" "$3" --height 1080 --width 1920 2>&1 | show
-    python benchmarks/bench_variants.py "$OUT/$1_768p.jsonl" "$2" "$3" "$2" "$3" 2>&1 | show
-}
+case "$PART" in parity|cli) ;; *) fa4_install ;; esac
 new=compile+overlap_decode roam=compile+overlap_decode+roaming_kv_slots fixed=compile+overlap_decode+roaming_kv_slots=false
 if [ "$PART" = held ]; then
     gpu_tests tests/test_engine.py tests/test_attention.py tests/test_models.py
